@@ -1,0 +1,372 @@
+//! The `switchyard.toml` schema and its validation.
+//!
+//! Everything a running host needs to know about the app — where to listen,
+//! which database, which components with which limits, which routes — is read
+//! here, checked as a whole, and handed on as plain data. Validation happens
+//! before anything binds a socket, so a bad file stops `serve` and `check`
+//! with a message naming the file and the problem. This module knows nothing
+//! of wasmtime, axum or SQL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Where `serve` listens unless the config or `SWITCHYARD_LISTEN` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The embedded default database: a SQLite file next to the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchyard.db";
+/// Enough for a busy SQLite or a modest PostgreSQL share.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// Largest request body routed to a component unless a route says otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Fuel per invocation: a few milliseconds of straight-line guest code.
+pub const DEFAULT_FUEL: u64 = 50_000_000;
+/// Wall-clock bound on one invocation, host calls included.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Linear memory one instance may grow to.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Defaults for every component; each component may override any of them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Component name → where its wasm lives and how it runs.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentConfig>,
+    /// Connector name → the component that delivers its messages. Handlers
+    /// may enqueue only to connectors named here.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The directory relative paths are resolved against: the config file's.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Default request body limit; larger bodies get 413 before any
+    /// component runs.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_database_url(), max_connections: DEFAULT_MAX_CONNECTIONS }
+    }
+}
+
+/// Per-invocation resource limits. In the file every field is optional; a
+/// component's table overrides the global `[limits]`, which overrides the
+/// built-in defaults.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub fuel: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// Limits with every default filled in, as the runtime uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub fuel: u64,
+    pub timeout_ms: u64,
+    pub memory_bytes: u64,
+}
+
+impl Limits {
+    /// `self` overriding `fallback`, then the built-in defaults.
+    pub fn resolve(&self, fallback: &Limits) -> EffectiveLimits {
+        EffectiveLimits {
+            fuel: self.fuel.or(fallback.fuel).unwrap_or(DEFAULT_FUEL),
+            timeout_ms: self.timeout_ms.or(fallback.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS),
+            memory_bytes: self.memory_bytes.or(fallback.memory_bytes).unwrap_or(DEFAULT_MEMORY_BYTES),
+        }
+    }
+}
+
+/// The WIT world a component implements; decides how it is linked and called.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// `switchyard:platform/handler`: typed request in, response out.
+    #[default]
+    Handler,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// Path to the `.wasm` component, relative to the config file.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub world: World,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Values the component reads through the `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// A named destination for outbox messages. Messages enqueued to it are
+/// stored PENDING; delivery through a connector component is configured
+/// here as well once the dispatcher exists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// HTTP method, upper case: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS.
+    pub method: String,
+    /// Path template: `/orders` or `/orders/{id}`.
+    pub path: String,
+    /// The component that serves it.
+    pub component: String,
+    /// Overrides `[server] max_body_bytes` for this route.
+    pub max_body_bytes: Option<usize>,
+}
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_database_url() -> String {
+    DEFAULT_DATABASE_URL.to_owned()
+}
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, base_dir).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: PathBuf) -> anyhow::Result<Config> {
+        let mut config: Config = toml::from_str(text)?;
+        config.base_dir = base_dir;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective limits of one component.
+    pub fn limits_for(&self, component: &ComponentConfig) -> EffectiveLimits {
+        component.limits.resolve(&self.limits)
+    }
+
+    /// The absolute (or cwd-relative) path of a component's wasm file.
+    pub fn component_path(&self, component: &ComponentConfig) -> PathBuf {
+        self.base_dir.join(&component.path)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.database.max_connections == 0 {
+            bail!("[database] max_connections must be at least 1");
+        }
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            bail!("[database] url must start with sqlite: or postgres://");
+        }
+        for (name, component) in &self.components {
+            validate_name("component", name)?;
+            let limits = self.limits_for(component);
+            if limits.fuel == 0 || limits.timeout_ms == 0 || limits.memory_bytes < 64 * 1024 {
+                bail!("component {name}: fuel and timeout_ms must be positive and memory_bytes at least 64 KiB");
+            }
+            for key in component.config.keys() {
+                if key.is_empty() {
+                    bail!("component {name}: config keys must not be empty");
+                }
+            }
+        }
+        for name in self.connectors.keys() {
+            validate_name("connector", name)?;
+        }
+        let mut seen = HashSet::new();
+        for route in &self.routes {
+            let method = route.method.as_str();
+            if !METHODS.contains(&method) {
+                bail!("route {method} {}: method must be one of {}", route.path, METHODS.join(", "));
+            }
+            validate_route_path(&route.path)?;
+            match self.components.get(&route.component) {
+                None => bail!("route {method} {}: unknown component {:?}", route.path, route.component),
+                Some(c) if c.world != World::Handler => {
+                    bail!("route {method} {}: component {:?} is not of world \"handler\"", route.path, route.component)
+                }
+                Some(_) => {}
+            }
+            // `/a/{x}` and `/a/{y}` are the same route to a router.
+            if !seen.insert((method, route_shape(&route.path))) {
+                bail!("duplicate route {method} {}", route.path);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        bail!("{kind} name {name:?} must be 1-64 characters of a-z, 0-9, '-' or '_'");
+    }
+    Ok(())
+}
+
+fn validate_route_path(path: &str) -> anyhow::Result<()> {
+    if !path.starts_with('/') {
+        bail!("route path {path:?} must start with '/'");
+    }
+    let mut params = HashSet::new();
+    for segment in path.split('/').skip(1) {
+        if let Some(inner) = segment.strip_prefix('{') {
+            let Some(name) = inner.strip_suffix('}') else {
+                bail!("route path {path:?}: a parameter must be a whole segment like {{id}}");
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                bail!("route path {path:?}: parameter names are letters, digits and '_'");
+            }
+            if !params.insert(name) {
+                bail!("route path {path:?}: parameter {{{name}}} appears twice");
+            }
+        } else if segment.contains(['{', '}', '*']) {
+            bail!("route path {path:?}: '{{', '}}' and '*' only appear as whole-segment parameters");
+        }
+    }
+    Ok(())
+}
+
+/// The path with parameter names erased, so routes that a router cannot
+/// tell apart compare equal.
+fn route_shape(path: &str) -> String {
+    path.split('/').map(|s| if s.starts_with('{') { "{}" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [components.app]
+        path = "app.wasm"
+        [[routes]]
+        method = "GET"
+        path = "/items/{id}"
+        component = "app"
+    "#;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, PathBuf::from("/srv/app"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.database.url, DEFAULT_DATABASE_URL);
+        let app = &config.components["app"];
+        assert_eq!(
+            config.limits_for(app),
+            EffectiveLimits { fuel: DEFAULT_FUEL, timeout_ms: DEFAULT_TIMEOUT_MS, memory_bytes: DEFAULT_MEMORY_BYTES }
+        );
+        assert_eq!(config.component_path(app), PathBuf::from("/srv/app/app.wasm"));
+    }
+
+    #[test]
+    fn component_limits_override_global_ones() {
+        let text = format!("[limits]\nfuel = 10\ntimeout_ms = 7\n{MINIMAL}\n[components.app.limits]\nfuel = 99\n");
+        // The component table was already opened in MINIMAL; TOML allows the
+        // sub-table to follow.
+        let config = parse(&text).unwrap();
+        let limits = config.limits_for(&config.components["app"]);
+        assert_eq!((limits.fuel, limits.timeout_ms), (99, 7));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field `lisen`"), "{err:#}");
+    }
+
+    #[test]
+    fn duplicate_routes_are_rejected_even_with_other_param_names() {
+        let text = format!("{MINIMAL}\n[[routes]]\nmethod = \"GET\"\npath = \"/items/{{key}}\"\ncomponent = \"app\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("duplicate route GET /items/{key}"), "{err}");
+    }
+
+    #[test]
+    fn routes_must_name_a_known_handler() {
+        let err = parse("[[routes]]\nmethod = \"GET\"\npath = \"/\"\ncomponent = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown component \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn bad_methods_and_paths_are_rejected() {
+        for (method, path, needle) in [
+            ("FETCH", "/a", "method must be one of"),
+            ("GET", "a", "must start with '/'"),
+            ("GET", "/a/{id", "whole segment"),
+            ("GET", "/a/{id}/{id}", "appears twice"),
+            ("GET", "/a/x{id}", "whole-segment parameters"),
+        ] {
+            let text =
+                format!("{MINIMAL}\n[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\ncomponent = \"app\"\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.to_string().contains(needle), "{method} {path}: {err}");
+        }
+    }
+
+    #[test]
+    fn connector_names_are_checked() {
+        let err = parse(&format!("{MINIMAL}\n[connectors.\"E Mail\"]\n")).unwrap_err();
+        assert!(err.to_string().contains("connector name \"E Mail\""), "{err}");
+    }
+}

@@ -1,0 +1,172 @@
+//! The database: a sqlx pool over SQLite (the embedded default) or
+//! PostgreSQL (for several replicas), its embedded migrations, and the
+//! queries the rest of the host runs.
+//!
+//! Nothing here knows about wasmtime or axum. Callers get plain Rust values
+//! and [`DbError`]s; the SQL differences between the two back ends stay in
+//! this module.
+
+mod unit_of_work;
+
+pub mod outbox;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use tokio::sync::Semaphore;
+
+pub use unit_of_work::UnitOfWork;
+
+/// How long a SQLite connection waits for the file lock before giving up.
+/// Writers are serialised by [`Database::write_gate`] first, so this only
+/// matters when another process holds the file.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// How long a caller waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors from the store that callers may branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("stored value under {key:?} is not a counter")]
+    NotACounter { key: String },
+    #[error("counter under {key:?} would overflow")]
+    Overflow { key: String },
+}
+
+/// Which SQL dialect the pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A cheap-to-clone handle on the pool.
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer at a time. Invocations take this permit
+    /// before `BEGIN IMMEDIATE`, so they queue in the host (fair, no busy
+    /// polling) instead of racing for the file lock. `None` on PostgreSQL,
+    /// where row locks do the serialising.
+    write_gate: Option<Arc<Semaphore>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects (creating a SQLite file if needed) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).context("invalid database url")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer;
+                        // NORMAL sync is durable across process crashes,
+                        // which is what the outbox needs.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to the database ({})", redact(&url)))?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator.run(&pool).await.context("database migration failed")?;
+        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
+        Ok(Database { pool, backend, write_gate })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts an invocation's unit of work. No connection is taken until the
+    /// component first touches its state.
+    pub fn unit_of_work(&self, component: Arc<str>, request_id: Arc<str>) -> UnitOfWork {
+        UnitOfWork::new(self.clone(), component, request_id)
+    }
+
+    /// Round trip to the database; for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Reads one key outside any unit of work (tests and admin use).
+    pub async fn kv_get(&self, component: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let value =
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT value FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
+                .bind(component)
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit every timestamp column uses.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("postgres://app:s3cret@localhost/db"), "postgres://app:***@localhost/db");
+        assert_eq!(redact("sqlite://switchyard.db"), "sqlite://switchyard.db");
+    }
+}

@@ -1,0 +1,94 @@
+//! The wasmtime `Engine`: compilation settings, the pooling allocator, fuel,
+//! and the epoch ticker that turns wall-clock deadlines into interrupts.
+//!
+//! One engine serves every component. Its settings are fixed at startup;
+//! per-component limits are applied per `Store` in `invoke`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Every tick, running guest code checks its
+/// deadline and yields to the async executor, so a busy guest delays other
+/// tasks on its worker thread by at most about this long.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Component instances that may be alive at once. Each in-flight invocation
+/// holds one; admission control (a later concern) keeps requests below it.
+pub const POOL_INSTANCES: u32 = 512;
+
+/// Bytes of each linear memory kept paged in when its pool slot is reused.
+/// Resetting a slot with `madvise` costs page faults on the next request;
+/// keeping the first pages resident makes small guests start warm.
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// Same for tables.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// Builds the engine. `max_memory_bytes` is the largest memory limit of any
+/// component; pool slots are sized to it.
+pub fn build(max_memory_bytes: u64) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        // A component built with the WASI adapter has several core
+        // instances and tables; leave room for them.
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 4)
+        .total_stacks(POOL_INSTANCES)
+        .max_memory_size(usize::try_from(max_memory_bytes).context("memory limit too large")?)
+        .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread,
+/// so deadlines hold even when every async worker is busy running guests.
+/// Stops when dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> anyhow::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        // A weak handle: the ticker must not keep the engine alive.
+        let engine = engine.weak();
+        let thread = std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The only module that drives wasmtime.
+//!
+//! [`Runtime`] owns the engine, the epoch ticker, the linker and the
+//! registry of loaded components. It compiles and links every component once,
+//! at load time, and [`Runtime::invoke_handler`] then only instantiates a
+//! pre-linked component in a fresh `Store` per request. Callers see plain
+//! request, response and outcome types; no wasmtime type leaves this module
+//! (or `capabilities/`, which implements the imports).
+
+pub mod bindings;
+pub mod engine;
+pub mod invoke;
+pub mod registry;
+pub(crate) mod state;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::capabilities;
+use crate::config::Config;
+use crate::db::Database;
+
+pub use invoke::{HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome, OutcomeRecord};
+pub use registry::{ComponentInfo, Registry};
+use state::InvocationState;
+
+pub struct Runtime {
+    engine: Engine,
+    /// Stops with the runtime; deadlines depend on it.
+    _ticker: engine::EpochTicker,
+    /// Resolves the handler world's imports; built once, reused by every
+    /// `instantiate_pre`.
+    handler_linker: Linker<InvocationState>,
+    registry: Registry,
+    db: Database,
+}
+
+impl Runtime {
+    /// Builds the engine and loads every configured component. Fails, naming
+    /// the component and file, if one cannot be read, compiled or linked.
+    pub async fn load(config: &Config, db: Database) -> anyhow::Result<Runtime> {
+        let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
+        let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES))?;
+        let ticker = engine::EpochTicker::start(&engine)?;
+        let mut handler_linker = Linker::new(&engine);
+        capabilities::add_handler_imports(&mut handler_linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link host interfaces")?;
+        let connectors: Arc<BTreeSet<String>> = Arc::new(config.connectors.keys().cloned().collect());
+        let runtime = Runtime { engine, _ticker: ticker, handler_linker, registry: Registry::default(), db };
+        runtime.load_components(config, connectors).await?;
+        Ok(runtime)
+    }
+
+    async fn load_components(&self, config: &Config, connectors: Arc<BTreeSet<String>>) -> anyhow::Result<()> {
+        // Compile concurrently: Cranelift work runs on blocking threads and
+        // each component is independent.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, component) in &config.components {
+            let source = registry::Source {
+                name: name.clone(),
+                path: config.component_path(component),
+                limits: config.limits_for(component),
+                config: component.config.clone(),
+                connectors: connectors.clone(),
+            };
+            let engine = self.engine.clone();
+            let linker = self.handler_linker.clone();
+            let db = self.db.clone();
+            tasks.spawn(async move { registry::prepare(&engine, &linker, &db, source).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let deployed = joined.context("component loader panicked")??;
+            tracing::info!(
+                component = &*deployed.context.name,
+                version = &*deployed.version,
+                compile_ms = deployed.compile_ms,
+                "component loaded"
+            );
+            self.registry.insert(deployed);
+        }
+        Ok(())
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

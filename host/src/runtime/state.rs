@@ -1,0 +1,105 @@
+//! What a `Store` carries through one invocation.
+//!
+//! Each invocation gets a fresh [`InvocationState`]: the component's identity
+//! and settings, the request id for logs, its unit of work, the resources the
+//! guest opened, and the memory limiter that also measures peak memory.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::db::UnitOfWork;
+
+/// Settings of a component that its capabilities consult on every call;
+/// shared by all of its invocations.
+#[derive(Debug)]
+pub struct ComponentContext {
+    pub name: Arc<str>,
+    /// Values returned by the `config` interface.
+    pub config: BTreeMap<String, String>,
+    /// Connectors the outbox accepts messages for.
+    pub connectors: Arc<BTreeSet<String>>,
+}
+
+pub struct InvocationState {
+    pub(crate) component: Arc<ComponentContext>,
+    /// Attached to every log line the guest writes.
+    pub(crate) request_id: Arc<str>,
+    /// The invocation's transaction; committed or rolled back by `invoke`.
+    pub(crate) unit_of_work: UnitOfWork,
+    /// Guest-held resources such as open key-value buckets.
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    /// Built on first use: guests compiled against WASI (the standard
+    /// `wasm32-wasip2` route) import it, ours do not, and an unused context
+    /// would cost every request an OS random seed.
+    wasi: Option<WasiCtx>,
+}
+
+impl InvocationState {
+    pub fn new(
+        component: Arc<ComponentContext>,
+        request_id: Arc<str>,
+        unit_of_work: UnitOfWork,
+        memory_limit: usize,
+    ) -> Self {
+        Self {
+            component,
+            request_id,
+            unit_of_work,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            wasi: None,
+        }
+    }
+
+    pub(crate) fn into_unit_of_work(self) -> UnitOfWork {
+        self.unit_of_work
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // No environment, arguments, preopened directories or network: a
+        // handler talks to the world only through Switchyard's interfaces.
+        let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
+        WasiCtxView { ctx, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory growth and records the peak, so the invoker can tell
+/// a memory-limit trap from any other and report peak memory per call.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: usize,
+    pub(crate) peak: usize,
+    /// Set when a grow request was refused for exceeding `limit`.
+    pub(crate) exceeded: bool,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> Self {
+        Self { limit, peak: 0, exceeded: false }
+    }
+}
+
+/// Tables and instances are bounded by the pooling allocator; only memory
+/// needs a per-component limit.
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}

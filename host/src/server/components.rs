@@ -1,0 +1,147 @@
+//! Routes from `[[routes]]` to handler components.
+//!
+//! Each route becomes an axum route with its method and path template; the
+//! request is copied into a `HandlerRequest`, the component invoked, and its
+//! response (or a generic error) returned with the version that served it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, RawPathParams, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use super::{AppState, RequestId};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::runtime::{HandlerRequest, HandlerResponse, Invocation, Outcome};
+
+/// Names the exact component build that produced a response.
+pub const VERSION_HEADER: &str = "x-switchyard-version";
+
+/// Headers a component may not set: they belong to the connection, and the
+/// server computes them itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Which component a route serves, and its body limit.
+#[derive(Debug)]
+struct Target {
+    component: String,
+    max_body_bytes: usize,
+}
+
+pub fn router(config: &Config) -> Router<AppState> {
+    // axum wants every method of one path on one MethodRouter.
+    let mut paths: BTreeMap<&str, MethodRouter<AppState>> = BTreeMap::new();
+    for route in &config.routes {
+        let target = Arc::new(Target {
+            component: route.component.clone(),
+            max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
+        });
+        let filter = method_filter(&route.method);
+        let handler = on(filter, serve)
+            .layer::<_, Infallible>(Extension(target.clone()))
+            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes));
+        let entry = paths.remove(route.path.as_str()).unwrap_or_default();
+        paths.insert(&route.path, entry.merge(handler));
+    }
+    paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+}
+
+fn method_filter(method: &str) -> MethodFilter {
+    match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        "DELETE" => MethodFilter::DELETE,
+        "HEAD" => MethodFilter::HEAD,
+        // Config validation admits only the methods above and OPTIONS.
+        _ => MethodFilter::OPTIONS,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    State(state): State<AppState>,
+    Extension(target): Extension<Arc<Target>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    params: RawPathParams,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: target.max_body_bytes },
+        _ => AppError::BadRequest(rejection.body_text()),
+    })?;
+    let request = HandlerRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .collect(),
+        params: params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        body: body.to_vec(),
+    };
+    let invocation = state
+        .runtime
+        .invoke_handler(&target.component, request_id.clone(), request)
+        .await
+        .map_err(|err| AppError::Internal(err.into()))?;
+    Ok(respond(invocation, &request_id))
+}
+
+fn respond(invocation: Invocation, request_id: &str) -> Response {
+    let Invocation { response, record } = invocation;
+    let version = HeaderValue::from_str(&record.version).ok();
+    let mut response = match response {
+        Some(response) => into_http(response),
+        None if record.outcome == Outcome::Timeout => {
+            AppError::ComponentTimedOut { request_id: request_id.to_owned() }.into_response()
+        }
+        None => AppError::ComponentFailed { request_id: request_id.to_owned() }.into_response(),
+    };
+    if let Some(version) = version {
+        response.headers_mut().insert(VERSION_HEADER, version);
+    }
+    response
+}
+
+fn into_http(response: HandlerResponse) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut http = (status, response.body).into_response();
+    let headers = http.headers_mut();
+    // The body conversion set an octet-stream type; the component's own
+    // content-type (if any) replaces it.
+    headers.remove(axum::http::header::CONTENT_TYPE);
+    for (name, value) in response.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) else {
+            tracing::debug!(header = name, "dropping invalid header from component");
+            continue;
+        };
+        if HOP_BY_HOP.contains(&name.as_str()) || name.as_str() == VERSION_HEADER {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    http
+}

@@ -1,0 +1,51 @@
+//! The HTTP face of the host: component routes from the config, health
+//! endpoints, and the middleware every request passes through.
+//!
+//! Handlers here see plain runtime types (`HandlerRequest`, `Invocation`),
+//! never wasmtime's.
+
+mod components;
+mod health;
+mod request_id;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::middleware;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::error::AppError;
+use crate::runtime::Runtime;
+
+pub use request_id::RequestId;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub db: Database,
+    pub started: Instant,
+}
+
+/// The whole router: component routes, health, fallbacks and middleware.
+pub fn app(config: &Config, state: AppState) -> Router {
+    let components = components::router(config);
+    Router::new()
+        .merge(components)
+        .merge(health::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> AppError {
+    AppError::NoRoute { method: method.to_string(), path: uri.path().to_owned() }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_owned() }
+}

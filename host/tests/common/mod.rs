@@ -1,0 +1,235 @@
+//! Test harness: starts the host in-process on port 0 with the real built
+//! components and a real database — a fresh SQLite file, or a fresh
+//! PostgreSQL database when `DATABASE_URL` points at a server.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchyard::config::Config;
+use switchyard::db::Database;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where `just components` puts the built guests.
+pub fn components_dir() -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_COMPONENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../components/build"));
+    assert!(
+        dir.join("order-handler.wasm").is_file(),
+        "built components not found in {}; run `just components` first",
+        dir.display()
+    );
+    dir
+}
+
+/// The PostgreSQL server URL from `DATABASE_URL`, if it names one.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("DATABASE_URL").ok().filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+}
+
+/// The reference app plus every fixture, with limits that make each fixture
+/// end the way its contract says.
+pub fn test_config(database_url: &str) -> Config {
+    let dir = components_dir();
+    let text = format!(
+        r#"
+        [database]
+        url = "{database_url}"
+        max_connections = 8
+
+        [limits]
+        fuel = 50_000_000
+        timeout_ms = 10_000
+        memory_bytes = 16_777_216
+
+        [components.order-handler]
+        path = "order-handler.wasm"
+        [components.hello]
+        path = "hello.wasm"
+        [components.trap]
+        path = "trap.wasm"
+        [components.loop-forever]
+        path = "loop-forever.wasm"
+        limits = {{ fuel = 5_000_000 }}
+        [components.memory-hog]
+        path = "memory-hog.wasm"
+        limits = {{ memory_bytes = 4_194_304 }}
+        [components.slow]
+        path = "slow.wasm"
+        limits = {{ fuel = 1_000_000_000_000_000, timeout_ms = 300 }}
+
+        [connectors.email]
+        [connectors.sms]
+        [connectors.webhook]
+
+        [[routes]]
+        method = "PUT"
+        path = "/inventory/{{sku}}"
+        component = "order-handler"
+        [[routes]]
+        method = "POST"
+        path = "/orders"
+        component = "order-handler"
+        max_body_bytes = 8192
+        [[routes]]
+        method = "GET"
+        path = "/orders/{{id}}"
+        component = "order-handler"
+        [[routes]]
+        method = "GET"
+        path = "/hello"
+        component = "hello"
+        [[routes]]
+        method = "POST"
+        path = "/trap"
+        component = "trap"
+        [[routes]]
+        method = "GET"
+        path = "/loop"
+        component = "loop-forever"
+        [[routes]]
+        method = "GET"
+        path = "/memory"
+        component = "memory-hog"
+        [[routes]]
+        method = "GET"
+        path = "/slow"
+        component = "slow"
+        "#
+    );
+    match Config::parse(&text, dir) {
+        Ok(config) => config,
+        Err(err) => panic!("test config is invalid: {err:#}"),
+    }
+}
+
+/// A running host and a handle on its database.
+pub struct TestHost {
+    pub url: String,
+    pub db: Database,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the SQLite file alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+    /// A PostgreSQL database created for this test and dropped after it.
+    pg_database: Option<(String, String)>,
+}
+
+impl TestHost {
+    /// Starts a host on `backend`; `None` when the backend is unavailable
+    /// (PostgreSQL without `DATABASE_URL`), after saying so.
+    pub async fn start(backend: Backend) -> Option<TestHost> {
+        let (database_url, dir, pg_database) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+                (url, Some(dir), None)
+            }
+            Backend::Postgres => {
+                let Some(server) = postgres_url() else {
+                    eprintln!("skipping PostgreSQL variant: DATABASE_URL is not a postgres:// URL");
+                    return None;
+                };
+                let (url, name) = create_postgres_database(&server).await;
+                (url, None, Some((server, name)))
+            }
+        };
+        let config = test_config(&database_url);
+        let state = switchyard::prepare(&config).await.expect("host prepares");
+        let db = state.db.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel();
+        let serve_config = config.clone();
+        let task = tokio::spawn(async move {
+            switchyard::serve(&serve_config, state, listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Some(TestHost { url, db, config, shutdown: Some(tx), task: Some(task), _dir: dir, pg_database })
+    }
+
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    }
+
+    /// Stops the server and drops a per-test PostgreSQL database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+        self.db.close().await;
+        if let Some((server, name)) = self.pg_database.take() {
+            drop_postgres_database(&server, &name).await;
+        }
+    }
+}
+
+async fn admin_pool(server: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(server).await.expect("connect to PostgreSQL")
+}
+
+async fn create_postgres_database(server: &str) -> (String, String) {
+    let name = format!("switchyard_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = admin_pool(server).await;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
+    pool.close().await;
+    // Replace the database path of the server URL, keeping any query.
+    let (base, query) = server.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((server, None));
+    let prefix = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    let url = match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    };
+    (url, name)
+}
+
+async fn drop_postgres_database(server: &str, name: &str) {
+    let pool = admin_pool(server).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+    pool.close().await;
+}
+
+/// Declares `#[tokio::test]`s running `$body(host)` on SQLite and on
+/// PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let host = common::TestHost::start(common::Backend::Sqlite).await.expect("sqlite host");
+                $body(&host).await;
+                host.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(host) = common::TestHost::start(common::Backend::Postgres).await else { return };
+                $body(&host).await;
+                host.stop().await;
+            }
+        }
+    };
+}
