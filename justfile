@@ -14,10 +14,24 @@ default:
 components:
     components/build.sh
 
-# Build components and host, then serve the reference app on 127.0.0.1:8080 (SQLite).
+# Build components and host, then serve the reference app on 127.0.0.1:8080 (SQLite),
+# with the provider simulator its connectors deliver to on 127.0.0.1:9090.
 run: components
-    cargo build -p switchyard
-    "$CARGO_TARGET_DIR/debug/switchyard" serve --config switchyard.toml --log-format pretty
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -p switchyard -p switchyard-loadtests --bins
+    "$CARGO_TARGET_DIR/debug/provider-simulator" --log-format pretty &
+    simulator=$!
+    trap 'kill "$simulator" 2>/dev/null || true' EXIT
+    "$CARGO_TARGET_DIR/debug/switchyard" serve --config switchyard.toml --log-format pretty --insecure-admin
+
+# Start only the provider simulator (deliveries on :9090, control on :9091).
+simulator:
+    cargo run -q -p switchyard-loadtests --bin provider-simulator -- --log-format pretty
+
+# Local Prometheus scraping the host on 127.0.0.1:8080, with the alert rules.
+monitoring:
+    monitoring/run-prometheus.sh
 
 # Validate switchyard.toml and every component it names, without serving.
 check: components

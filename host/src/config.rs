@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::resilience::BreakerConfig;
+
 /// Where `serve` listens unless the config or `SWITCHYARD_LISTEN` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The embedded default database: a SQLite file next to the working directory.
@@ -49,6 +51,9 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How the dispatcher drains the outbox.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     /// The directory relative paths are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -124,6 +129,17 @@ pub enum World {
     /// `switchyard:platform/handler`: typed request in, response out.
     #[default]
     Handler,
+    /// `switchyard:platform/connector`: delivers outbox messages over HTTP.
+    Connector,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Handler => "handler",
+            World::Connector => "connector",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,14 +154,68 @@ pub struct ComponentConfig {
     /// Values the component reads through the `config` interface.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Connectors only: the `host:port` authorities its outgoing HTTP
+    /// requests may reach; anything else is refused.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The component's circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
-/// A named destination for outbox messages. Messages enqueued to it are
-/// stored PENDING; delivery through a connector component is configured
-/// here as well once the dispatcher exists.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A named destination for outbox messages and how they are delivered.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectorConfig {}
+pub struct ConnectorConfig {
+    /// The component (world `connector`) that delivers the messages. Without
+    /// one, messages are stored PENDING until a connector is configured.
+    pub component: Option<String>,
+    /// Attempts before a message is declared DEAD.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay ceiling; doubles per attempt (full jitter).
+    #[serde(default = "default_backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// Largest retry delay ceiling.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        Self {
+            component: None,
+            max_attempts: default_max_attempts(),
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+        }
+    }
+}
+
+/// Dispatcher settings, shared by all connectors.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Whether this process delivers messages. Replicas that only serve
+    /// requests can leave delivery to others sharing the database.
+    pub dispatch: bool,
+    /// Messages claimed per round trip to the database.
+    pub batch_size: u32,
+    /// Deliveries in flight at once per connector.
+    pub concurrency: u32,
+    /// How long a claim is exclusive; a worker that dies holding messages
+    /// loses them to another after this.
+    pub lease_ms: u64,
+    /// How often an idle dispatcher looks for due messages (it is also woken
+    /// whenever a handler commits new ones).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { dispatch: true, batch_size: 64, concurrency: 16, lease_ms: 60_000, poll_interval_ms: 1_000 }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +243,15 @@ fn default_max_connections() -> u32 {
 }
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_backoff_base_ms() -> u64 {
+    1_000
+}
+fn default_backoff_max_ms() -> u64 {
+    300_000
 }
 
 impl Config {
@@ -223,9 +302,34 @@ impl Config {
                     bail!("component {name}: config keys must not be empty");
                 }
             }
+            if component.world != World::Connector && !component.allowed_hosts.is_empty() {
+                bail!("component {name}: allowed_hosts applies to connector components only");
+            }
+            if let Err(problem) = component.breaker.validate() {
+                bail!("component {name}: {problem}");
+            }
         }
-        for name in self.connectors.keys() {
+        for (name, connector) in &self.connectors {
             validate_name("connector", name)?;
+            if let Some(component) = &connector.component {
+                match self.components.get(component) {
+                    None => bail!("connector {name}: unknown component {component:?}"),
+                    Some(c) if c.world != World::Connector => {
+                        bail!("connector {name}: component {component:?} is not of world \"connector\"")
+                    }
+                    Some(_) => {}
+                }
+            }
+            if connector.max_attempts == 0 || connector.backoff_base_ms == 0 {
+                bail!("connector {name}: max_attempts and backoff_base_ms must be positive");
+            }
+            if connector.backoff_max_ms < connector.backoff_base_ms {
+                bail!("connector {name}: backoff_max_ms must be at least backoff_base_ms");
+            }
+        }
+        let outbox = &self.outbox;
+        if outbox.batch_size == 0 || outbox.concurrency == 0 || outbox.lease_ms == 0 || outbox.poll_interval_ms == 0 {
+            bail!("[outbox] batch_size, concurrency, lease_ms and poll_interval_ms must be positive");
         }
         let mut seen = HashSet::new();
         for route in &self.routes {
@@ -362,6 +466,16 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert!(err.to_string().contains(needle), "{method} {path}: {err}");
         }
+    }
+
+    #[test]
+    fn connectors_must_point_at_connector_components() {
+        let text = format!("{MINIMAL}\n[connectors.email]\ncomponent = \"app\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("is not of world \"connector\""), "{err}");
+        let text = format!("{MINIMAL}\n[components.app.breaker]\nfailure_threshold = 1\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("between 3 and 10"), "{err}");
     }
 
     #[test]

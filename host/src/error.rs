@@ -19,6 +19,11 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The component's circuit breaker is open; try again later.
+    #[error("the component is temporarily unavailable")]
+    CircuitOpen { retry_after_secs: u64 },
     /// The component trapped, ran out of fuel or memory, or failed to commit.
     #[error("the component failed")]
     ComponentFailed { request_id: String },
@@ -33,7 +38,8 @@ pub enum AppError {
 impl AppError {
     fn status(&self) -> StatusCode {
         match self {
-            AppError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            AppError::NoRoute { .. } | AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -57,6 +63,10 @@ impl IntoResponse for AppError {
             }
             other => json!({ "error": other.to_string() }),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let AppError::CircuitOpen { retry_after_secs } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }

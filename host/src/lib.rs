@@ -10,6 +10,10 @@
 //! - [`runtime`]: the only module that drives wasmtime — engine, registry of
 //!   loaded components, one invocation.
 //! - [`capabilities`]: the host side of each interface components import.
+//! - [`outbox`]: the dispatcher that delivers outbox messages through
+//!   connector components, with retries, leases and dead letters.
+//! - [`resilience`]: per-component circuit breakers.
+//! - [`clock`]: injectable time for breakers, backoff and leases.
 //! - [`db`]: the sqlx pool (SQLite or PostgreSQL), migrations and queries.
 //! - [`server`]: axum routes, health probes, request ids.
 //! - [`error`]: the one error type HTTP handlers return.
@@ -19,9 +23,12 @@
 //! so tests bind port 0 and stop the server cleanly.
 
 pub mod capabilities;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod outbox;
+pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
@@ -33,17 +40,30 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Database;
+use crate::outbox::Dispatcher;
 use crate::runtime::Runtime;
-use crate::server::AppState;
+use crate::server::{AdminAuth, AppState};
 
 /// Connects the database and loads every component: everything that can
 /// fail before the listener accepts a connection.
 pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
-    let db = Database::connect(&config.database.url, config.database.max_connections).await?;
-    let runtime = Runtime::load(config, db.clone()).await?;
-    Ok(AppState { runtime: Arc::new(runtime), db, started: Instant::now() })
+    prepare_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`prepare`] with the clock breakers, backoff and leases read.
+pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::Result<AppState> {
+    let db = Database::connect(&config.database.url, config.database.max_connections, clock.clone()).await?;
+    let runtime = Runtime::load(config, db.clone(), clock.clone()).await?;
+    Ok(AppState {
+        runtime: Arc::new(runtime),
+        db,
+        clock,
+        admin: Arc::new(AdminAuth::from_env()),
+        started: Instant::now(),
+    })
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves, then lets
@@ -57,7 +77,9 @@ pub async fn run(
     serve(&config, state, listener, shutdown).await
 }
 
-/// Serves an already prepared state.
+/// Serves an already prepared state, with the outbox dispatcher running
+/// beside the server. On shutdown the server drains first, then the
+/// dispatcher finishes its current batches.
 pub async fn serve(
     config: &Config,
     state: AppState,
@@ -65,11 +87,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    let dispatcher = config
+        .outbox
+        .dispatch
+        .then(|| Dispatcher::start(config, state.runtime.clone(), db.clone(), state.clock.clone()));
     let app = server::app(config, state);
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, "serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed")?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed");
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.stop().await;
+    }
     db.close().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

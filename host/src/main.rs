@@ -45,6 +45,10 @@ struct ServeArgs {
     /// Log line format.
     #[arg(long, value_enum, env = "SWITCHYARD_LOG_FORMAT", default_value = "json")]
     log_format: LogFormat,
+    /// Development only: serve the admin API without a token when
+    /// SWITCHYARD_ADMIN_TOKEN is unset.
+    #[arg(long)]
+    insecure_admin: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,9 +85,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.database.url = url;
     }
     // Everything that can fail does so before the port is bound.
-    let state = switchyard::prepare(&config)
+    let mut state = switchyard::prepare(&config)
         .await
         .with_context(|| format!("cannot start the app of {}", args.config.config.display()))?;
+    let token = std::env::var(switchyard::server::ADMIN_TOKEN_ENV).ok();
+    if token.is_none() && args.insecure_admin {
+        tracing::warn!("admin API open without a token (--insecure-admin): development use only");
+    }
+    state.admin = std::sync::Arc::new(switchyard::server::AdminAuth::new(token, args.insecure_admin));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.server.listen))?;

@@ -12,7 +12,7 @@ pub mod outbox;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::runtime::bindings::{Handler, types};
+use crate::runtime::bindings::{self, Handler, types};
 use crate::runtime::state::InvocationState;
 
 /// Links everything the handler world imports, plus WASI for guests built
@@ -20,6 +20,17 @@ use crate::runtime::state::InvocationState;
 pub fn add_handler_imports(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     Handler::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    Ok(())
+}
+
+/// Links what the connector world imports: log, config, and outgoing HTTP
+/// (with the WASI it builds on) through the host's outbound policy.
+pub fn add_connector_imports(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    bindings::log::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    bindings::config::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    types::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Ok(())
 }
 

@@ -12,12 +12,14 @@ pub mod outbox;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::clock::SharedClock;
 
 pub use unit_of_work::UnitOfWork;
 
@@ -56,6 +58,11 @@ pub struct Database {
     /// polling) instead of racing for the file lock. `None` on PostgreSQL,
     /// where row locks do the serialising.
     write_gate: Option<Arc<Semaphore>>,
+    /// Stamps rows; the dispatcher compares those stamps with the same clock.
+    clock: SharedClock,
+    /// Bumped whenever new outbox messages commit, so dispatchers wake at
+    /// once instead of on their next poll.
+    outbox_signal: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -66,7 +73,7 @@ impl std::fmt::Debug for Database {
 
 impl Database {
     /// Connects (creating a SQLite file if needed) and runs the migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database> {
+    pub async fn connect(url: &str, max_connections: u32, clock: SharedClock) -> anyhow::Result<Database> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
         let url = match backend {
@@ -103,7 +110,14 @@ impl Database {
         };
         migrator.run(&pool).await.context("database migration failed")?;
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
-        Ok(Database { pool, backend, write_gate })
+        let (outbox_signal, _) = watch::channel(0);
+        Ok(Database { pool, backend, write_gate, clock, outbox_signal: Arc::new(outbox_signal) })
+    }
+
+    /// Milliseconds since the Unix epoch by the host's clock, the unit
+    /// every timestamp column uses.
+    pub fn now_millis(&self) -> i64 {
+        self.clock.now_millis()
     }
 
     pub fn backend(&self) -> Backend {
@@ -114,6 +128,24 @@ impl Database {
     /// component first touches its state.
     pub fn unit_of_work(&self, component: Arc<str>, request_id: Arc<str>) -> UnitOfWork {
         UnitOfWork::new(self.clone(), component, request_id)
+    }
+
+    /// On SQLite, the right to write; `None` on PostgreSQL.
+    pub(crate) async fn write_permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbError> {
+        match &self.write_gate {
+            Some(gate) => Ok(Some(gate.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Wakes outbox dispatchers: new messages are due.
+    pub fn signal_outbox(&self) {
+        self.outbox_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever [`Database::signal_outbox`] is called.
+    pub fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.outbox_signal.subscribe()
     }
 
     /// Round trip to the database; for readiness checks.
@@ -141,11 +173,6 @@ impl Database {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
-}
-
-/// Milliseconds since the Unix epoch, the unit every timestamp column uses.
-pub fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The URL without its password, for error messages.

@@ -80,22 +80,224 @@ impl Database {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
+        rows.into_iter().map(stored_message).collect::<Result<_, sqlx::Error>>().map_err(DbError::from)
+    }
+}
+
+/// A message claimed for delivery by one dispatcher.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub request_id: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub metadata: Vec<(String, String)>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// What became of a claimed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Delivered {
+        id: String,
+        receipt: String,
+    },
+    Retry {
+        id: String,
+        error: String,
+        next_attempt_at: i64,
+    },
+    Dead {
+        id: String,
+        error: String,
+    },
+    /// Not attempted (the connector's breaker was open): the claim is
+    /// dropped and the attempt count left alone.
+    Release {
+        id: String,
+    },
+}
+
+/// Messages per connector and status, for gauges and inspection.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusCount {
+    pub connector: String,
+    pub status: String,
+    pub count: i64,
+}
+
+impl Database {
+    /// Leases up to `limit` due PENDING messages of `connector` to `owner`
+    /// until `lease_until`. On PostgreSQL, concurrent claimers skip each
+    /// other's rows (`FOR UPDATE SKIP LOCKED`); on SQLite claims are
+    /// serialised by the write gate.
+    pub async fn outbox_claim(
+        &self,
+        connector: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, DbError> {
+        let skip_locked = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET lease_owner = $1, lease_until = $2, updated_at = $3 \
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'PENDING' AND connector = $4 \
+               AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3) \
+               ORDER BY next_attempt_at, id LIMIT $5{skip_locked}) \
+             RETURNING id, request_id, recipient, subject, body, metadata, attempts, created_at"
+        );
+        let _gate = self.write_permit().await?;
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(connector)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.into_iter()
             .map(|row| {
-                Ok(StoredMessage {
+                let metadata: String = row.try_get("metadata")?;
+                Ok(ClaimedMessage {
                     id: row.try_get("id")?,
-                    connector: row.try_get("connector")?,
-                    component: row.try_get("component")?,
                     request_id: row.try_get("request_id")?,
                     recipient: row.try_get("recipient")?,
                     subject: row.try_get("subject")?,
                     body: row.try_get("body")?,
-                    status: row.try_get("status")?,
-                    attempts: row.try_get::<i64, _>("attempts")?,
+                    metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+                    attempts: row.try_get("attempts")?,
                     created_at: row.try_get("created_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
+
+    /// Records the fate of claimed messages in one transaction. A row whose
+    /// lease was meanwhile taken by another owner is left to that owner.
+    pub async fn outbox_settle(&self, owner: &str, now: i64, settlements: &[Settlement]) -> Result<(), DbError> {
+        if settlements.is_empty() {
+            return Ok(());
+        }
+        let _gate = self.write_permit().await?;
+        let mut tx = self.pool().begin().await?;
+        for settlement in settlements {
+            let query = match settlement {
+                Settlement::Delivered { id, receipt } => sqlx::query(
+                    "UPDATE outbox SET status = 'DELIVERED', attempts = attempts + 1, receipt = $3, \
+                     last_error = NULL, delivered_at = $4, updated_at = $4, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(receipt)
+                .bind(now),
+                Settlement::Retry { id, error, next_attempt_at } => sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4, \
+                     updated_at = $5, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .bind(*next_attempt_at)
+                .bind(now),
+                Settlement::Dead { id, error } => sqlx::query(
+                    "UPDATE outbox SET status = 'DEAD', attempts = attempts + 1, last_error = $3, \
+                     updated_at = $4, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .bind(now),
+                Settlement::Release { id } => sqlx::query(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+                     WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(now),
+            };
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts a DEAD message back in the queue, due now. `false` if there is
+    /// no DEAD message with that id.
+    pub async fn outbox_retry_dead(&self, id: &str, now: i64) -> Result<bool, DbError> {
+        let _gate = self.write_permit().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'PENDING', attempts = 0, next_attempt_at = $2, updated_at = $2, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1 AND status = 'DEAD'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Message counts by connector and status.
+    pub async fn outbox_status_counts(&self) -> Result<Vec<StatusCount>, DbError> {
+        let rows = sqlx::query(
+            "SELECT connector, status, COUNT(*) AS n FROM outbox GROUP BY connector, status ORDER BY connector, status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StatusCount {
+                    connector: row.try_get("connector")?,
+                    status: row.try_get("status")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Recent messages, newest first, filtered by status and connector.
+    pub async fn outbox_recent(
+        &self,
+        status: Option<&str>,
+        connector: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at \
+             FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) AND (CAST($2 AS TEXT) IS NULL OR connector = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(status)
+        .bind(connector)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(stored_message).collect::<Result<_, sqlx::Error>>().map_err(DbError::from)
+    }
+}
+
+fn stored_message(row: sqlx::any::AnyRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(StoredMessage {
+        id: row.try_get("id")?,
+        connector: row.try_get("connector")?,
+        component: row.try_get("component")?,
+        request_id: row.try_get("request_id")?,
+        recipient: row.try_get("recipient")?,
+        subject: row.try_get("subject")?,
+        body: row.try_get("body")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get::<i64, _>("attempts")?,
+        created_at: row.try_get("created_at")?,
+    })
 }

@@ -12,7 +12,7 @@ use sqlx::{Any, Transaction};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::outbox::NewMessage;
-use super::{Backend, Database, DbError, now_millis};
+use super::{Backend, Database, DbError};
 
 /// Keys per `list-keys` page.
 const LIST_PAGE: i64 = 100;
@@ -26,11 +26,13 @@ pub struct UnitOfWork {
     tx: Option<Transaction<'static, Any>>,
     /// Held for the life of a SQLite transaction: see `Database::write_gate`.
     _write_permit: Option<OwnedSemaphorePermit>,
+    /// Whether a commit must wake the outbox dispatchers.
+    enqueued: bool,
 }
 
 impl UnitOfWork {
     pub(super) fn new(db: Database, component: Arc<str>, request_id: Arc<str>) -> Self {
-        Self { db, component, request_id, tx: None, _write_permit: None }
+        Self { db, component, request_id, tx: None, _write_permit: None, enqueued: false }
     }
 
     /// Whether the component touched its state (and so holds a transaction).
@@ -40,16 +42,13 @@ impl UnitOfWork {
 
     async fn tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
         if self.tx.is_none() {
-            let tx = match &self.db.write_gate {
-                Some(gate) => {
-                    let permit = gate.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
-                    self._write_permit = Some(permit);
-                    // IMMEDIATE takes the write lock up front: a deferred
-                    // transaction that reads and then writes can fail with
-                    // SQLITE_BUSY instead of waiting.
-                    self.db.pool.begin_with("BEGIN IMMEDIATE").await?
-                }
-                None => self.db.pool.begin().await?,
+            self._write_permit = self.db.write_permit().await?;
+            let tx = match self.db.backend {
+                // IMMEDIATE takes the write lock up front: a deferred
+                // transaction that reads and then writes can fail with
+                // SQLITE_BUSY instead of waiting.
+                Backend::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres => self.db.pool.begin().await?,
             };
             self.tx = Some(tx);
         }
@@ -197,7 +196,7 @@ impl UnitOfWork {
         let id = uuid::Uuid::now_v7().to_string();
         let component = self.component.clone();
         let request_id = self.request_id.clone();
-        let now = now_millis();
+        let now = self.db.now_millis();
         let tx = self.tx().await?;
         sqlx::query(
             "INSERT INTO outbox (id, connector, component, request_id, recipient, subject, body, metadata, \
@@ -215,6 +214,7 @@ impl UnitOfWork {
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        self.enqueued = true;
         Ok(id)
     }
 
@@ -222,6 +222,9 @@ impl UnitOfWork {
     pub async fn commit(mut self) -> Result<(), DbError> {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
+            if self.enqueued {
+                self.db.signal_outbox();
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! Generated types stay inside `runtime/` and `capabilities/`; everything
 //! else sees the plain Rust types of `runtime::invoke`.
 
-mod generated {
+mod handler {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "switchyard:platform/handler",
@@ -20,6 +20,26 @@ mod generated {
     });
 }
 
-pub use generated::switchyard::platform::{config, log, outbox, types};
-pub use generated::wasi::keyvalue::{atomics, store};
-pub use generated::{Handler, HandlerPre};
+mod connector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "switchyard:platform/connector",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        // Shared interfaces are generated once, above, or by the WASI crates.
+        with: {
+            "switchyard:platform/types": super::handler::switchyard::platform::types,
+            "switchyard:platform/log": super::handler::switchyard::platform::log,
+            "switchyard:platform/config": super::handler::switchyard::platform::config,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+pub use connector::exports::switchyard::platform::sender;
+pub use connector::{Connector, ConnectorPre};
+pub use handler::switchyard::platform::{config, log, outbox, types};
+pub use handler::wasi::keyvalue::{atomics, store};
+pub use handler::{Handler, HandlerPre};

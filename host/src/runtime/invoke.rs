@@ -1,8 +1,12 @@
-//! One invocation of a handler: fresh `Store`, limits, fuel, deadline, call,
-//! metering, outcome, and the commit-or-rollback of its unit of work.
+//! One invocation of a component: circuit breaker, fresh `Store`, limits,
+//! fuel, deadline, call, metering, outcome, and the commit-or-rollback of
+//! its unit of work.
 //!
-//! Nothing here compiles or links; the registry did that. The outcome
-//! record is the single source for logs now and metrics later.
+//! Handlers and connectors share [`Runtime::execute`]; the two entry points
+//! differ only in what they pass in, how they read the result, and which
+//! results count against the breaker. Nothing here compiles or links; the
+//! registry did that. The outcome record is the single source for logs and
+//! metrics.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,9 +15,11 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::types;
-use super::registry::Deployed;
+use super::bindings::{sender, types};
+use super::registry::{Deployed, Prepared};
 use super::state::InvocationState;
+use crate::db::UnitOfWork;
+use crate::resilience::Permit;
 
 /// A request as the host routes it to a handler.
 #[derive(Debug, Clone, Default)]
@@ -34,12 +40,40 @@ pub struct HandlerResponse {
     pub body: Vec<u8>,
 }
 
+/// One delivery attempt of an outbox message, as handed to a connector.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub attempt: u32,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What a connector made of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered {
+        provider_id: String,
+    },
+    /// Worth retrying later (provider 429/5xx, transport failure, trap, timeout).
+    Retryable(String),
+    /// Will never succeed (provider 4xx, forbidden host, bad message).
+    Permanent(String),
+    /// The connector's breaker is open: nothing was attempted.
+    Rejected {
+        retry_after_ms: i64,
+    },
+}
+
 /// How an invocation ended; a bounded label set for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// Answered with a status below 500.
+    /// Answered with a status below 500, or delivered.
     Ok,
-    /// Answered with a 5xx status, or its work could not be committed.
+    /// Answered with a 5xx status, a connector error, or its work could not
+    /// be committed.
     Error,
     /// Trapped: a panic, an invalid operation, or growing past its memory limit.
     Trap,
@@ -47,9 +81,14 @@ pub enum Outcome {
     FuelExhausted,
     /// Passed its wall-clock deadline.
     Timeout,
+    /// Not run: the component's circuit breaker is open.
+    Rejected,
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Ok, Outcome::Error, Outcome::Trap, Outcome::FuelExhausted, Outcome::Timeout, Outcome::Rejected];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -57,7 +96,13 @@ impl Outcome {
             Outcome::Trap => "trap",
             Outcome::FuelExhausted => "fuel_exhausted",
             Outcome::Timeout => "timeout",
+            Outcome::Rejected => "rejected",
         }
+    }
+
+    /// Outcomes that say the component itself is unhealthy.
+    fn is_fault(self) -> bool {
+        matches!(self, Outcome::Trap | Outcome::FuelExhausted | Outcome::Timeout)
     }
 }
 
@@ -79,11 +124,21 @@ pub struct OutcomeRecord {
     pub memory_peak: usize,
 }
 
-/// The result of a finished invocation: the component's own response when it
-/// produced one whose work was committed, else `None` with the reason logged.
+/// The result of a finished handler invocation: the component's own
+/// response when it produced one whose work was committed, else `None`
+/// with the reason logged.
 #[derive(Debug)]
 pub struct Invocation {
     pub response: Option<HandlerResponse>,
+    pub record: OutcomeRecord,
+    /// Set when the breaker refused the call.
+    pub retry_after_ms: Option<i64>,
+}
+
+/// The result of a connector invocation.
+#[derive(Debug)]
+pub struct DeliveryAttempt {
+    pub delivery: Delivery,
     pub record: OutcomeRecord,
 }
 
@@ -91,6 +146,8 @@ pub struct Invocation {
 pub enum InvokeError {
     #[error("no component named {0:?} is loaded")]
     UnknownComponent(String),
+    #[error("component {component:?} is a {actual} component, not a {expected}")]
+    WrongWorld { component: String, expected: &'static str, actual: &'static str },
 }
 
 /// Returned by the epoch callback past the deadline, so a timeout can be
@@ -106,6 +163,27 @@ impl fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// What the guest is asked to do.
+enum Call {
+    Handle(types::Request),
+    Send(types::Envelope),
+}
+
+/// What the guest returned.
+enum Returned {
+    Response(types::Response),
+    Sent(Result<sender::Receipt, sender::SendError>),
+}
+
+/// A finished call, before its result is interpreted.
+struct Execution {
+    result: wasmtime::Result<Returned>,
+    unit_of_work: UnitOfWork,
+    fuel_consumed: u64,
+    memory_peak: usize,
+    memory_exceeded: bool,
+}
+
 impl Runtime {
     /// Runs `component`'s `handle` for one request.
     pub async fn invoke_handler(
@@ -114,12 +192,139 @@ impl Runtime {
         request_id: Arc<str>,
         request: HandlerRequest,
     ) -> Result<Invocation, InvokeError> {
-        let deployed =
-            self.registry.get(component).ok_or_else(|| InvokeError::UnknownComponent(component.to_owned()))?;
-        Ok(self.invoke(&deployed, request_id, request).await)
+        let deployed = self.lookup(component, crate::config::World::Handler)?;
+        let started = Instant::now();
+        let permit = match self.breaker(component).map(|b| b.try_acquire()).transpose() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                let record = self.finish(&deployed, &request_id, Outcome::Rejected, started, 0, 0, None);
+                return Ok(Invocation { response: None, record, retry_after_ms: Some(rejected.retry_after_ms) });
+            }
+        };
+        let call = Call::Handle(types::Request {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            params: request.params,
+            body: request.body,
+        });
+        let execution = self.execute(&deployed, &request_id, call).await;
+        let response = match execution.result {
+            Ok(Returned::Response(response)) => Ok(response),
+            Ok(Returned::Sent(_)) => Err(wasmtime::Error::msg("handler call returned a connector result")),
+            Err(err) => Err(err),
+        };
+        let (outcome, response) = match response {
+            Ok(response) if !(100..=599).contains(&response.status) => {
+                tracing::warn!(
+                    component,
+                    request_id = &*request_id,
+                    status = response.status,
+                    "component returned an invalid status"
+                );
+                (Outcome::Error, None)
+            }
+            Ok(response) => {
+                let response =
+                    HandlerResponse { status: response.status, headers: response.headers, body: response.body };
+                let outcome = if response.status >= 500 { Outcome::Error } else { Outcome::Ok };
+                (outcome, Some(response))
+            }
+            Err(err) => (self.failed(&deployed, &request_id, &err, execution.memory_exceeded), None),
+        };
+
+        // The unit of work commits only for a response below 400.
+        let commit = response.as_ref().is_some_and(|r| r.status < 400);
+        let (outcome, response) = match settle(execution.unit_of_work, commit, component, &request_id).await {
+            Ok(()) => (outcome, response),
+            Err(()) => (Outcome::Error, None),
+        };
+        if let Some(permit) = permit {
+            permit.record(!outcome.is_fault());
+        }
+        let status = response.as_ref().map(|r| r.status);
+        let record = self.finish(
+            &deployed,
+            &request_id,
+            outcome,
+            started,
+            execution.fuel_consumed,
+            execution.memory_peak,
+            status,
+        );
+        Ok(Invocation { response, record, retry_after_ms: None })
     }
 
-    async fn invoke(&self, deployed: &Deployed, request_id: Arc<str>, request: HandlerRequest) -> Invocation {
+    /// Runs `component`'s `send` for one delivery attempt.
+    pub async fn invoke_connector(
+        &self,
+        component: &str,
+        request_id: Arc<str>,
+        envelope: Envelope,
+    ) -> Result<DeliveryAttempt, InvokeError> {
+        let deployed = self.lookup(component, crate::config::World::Connector)?;
+        let started = Instant::now();
+        let permit: Option<Permit> = match self.breaker(component).map(|b| b.try_acquire()).transpose() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                let record = self.finish(&deployed, &request_id, Outcome::Rejected, started, 0, 0, None);
+                let delivery = Delivery::Rejected { retry_after_ms: rejected.retry_after_ms };
+                return Ok(DeliveryAttempt { delivery, record });
+            }
+        };
+        let call = Call::Send(types::Envelope {
+            id: envelope.id,
+            attempt: envelope.attempt,
+            message: types::Message {
+                recipient: envelope.recipient,
+                subject: envelope.subject,
+                body: envelope.body,
+                metadata: envelope.metadata,
+            },
+        });
+        let execution = self.execute(&deployed, &request_id, call).await;
+        // Connectors keep no state here; nothing to commit.
+        let _ = settle(execution.unit_of_work, false, component, &request_id).await;
+        let (outcome, delivery) = match execution.result {
+            Ok(Returned::Sent(Ok(receipt))) => (Outcome::Ok, Delivery::Delivered { provider_id: receipt.provider_id }),
+            Ok(Returned::Sent(Err(sender::SendError::Retryable(reason)))) => {
+                (Outcome::Error, Delivery::Retryable(reason))
+            }
+            Ok(Returned::Sent(Err(sender::SendError::Permanent(reason)))) => {
+                (Outcome::Error, Delivery::Permanent(reason))
+            }
+            Ok(Returned::Response(_)) => (Outcome::Error, Delivery::Retryable("connector returned a response".into())),
+            Err(err) => {
+                let outcome = self.failed(&deployed, &request_id, &err, execution.memory_exceeded);
+                (outcome, Delivery::Retryable(format!("connector {outcome}")))
+            }
+        };
+        if let Some(permit) = permit {
+            // A provider that answers "permanently no" is healthy; one that
+            // cannot be reached, or a connector that crashes, is not.
+            permit.record(!matches!(delivery, Delivery::Retryable(_)));
+        }
+        let record =
+            self.finish(&deployed, &request_id, outcome, started, execution.fuel_consumed, execution.memory_peak, None);
+        Ok(DeliveryAttempt { delivery, record })
+    }
+
+    fn lookup(&self, component: &str, world: crate::config::World) -> Result<Arc<Deployed>, InvokeError> {
+        let deployed =
+            self.registry.get(component).ok_or_else(|| InvokeError::UnknownComponent(component.to_owned()))?;
+        if deployed.pre.world() != world {
+            return Err(InvokeError::WrongWorld {
+                component: component.to_owned(),
+                expected: world.as_str(),
+                actual: deployed.pre.world().as_str(),
+            });
+        }
+        Ok(deployed)
+    }
+
+    /// Instantiates and calls, within the component's limits.
+    async fn execute(&self, deployed: &Deployed, request_id: &Arc<str>, call: Call) -> Execution {
         let started = Instant::now();
         let limits = deployed.limits;
         let timeout = Duration::from_millis(limits.timeout_ms);
@@ -142,82 +347,70 @@ impl Runtime {
         });
         store.set_epoch_deadline(1);
 
-        let request = types::Request {
-            method: request.method,
-            path: request.path,
-            query: request.query,
-            headers: request.headers,
-            params: request.params,
-            body: request.body,
-        };
-        let call = async {
+        let run = async {
             fuel_set?;
-            let handler = deployed.pre.instantiate_async(&mut store).await?;
-            handler.switchyard_platform_incoming_handler().call_handle(&mut store, &request).await
+            match (&deployed.pre, call) {
+                (Prepared::Handler(pre), Call::Handle(request)) => {
+                    let handler = pre.instantiate_async(&mut store).await?;
+                    let response =
+                        handler.switchyard_platform_incoming_handler().call_handle(&mut store, &request).await?;
+                    Ok(Returned::Response(response))
+                }
+                (Prepared::Connector(pre), Call::Send(envelope)) => {
+                    let connector = pre.instantiate_async(&mut store).await?;
+                    let sent = connector.switchyard_platform_sender().call_send(&mut store, &envelope).await?;
+                    Ok(Returned::Sent(sent))
+                }
+                _ => Err(wasmtime::Error::msg("call does not match the component's world")),
+            }
         };
         // The epoch callback stops guest code at the deadline; this bound
         // also covers time spent waiting in host calls (a locked row, a
-        // slow database).
-        let result = match tokio::time::timeout(timeout, call).await {
+        // slow provider).
+        let result = match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
             Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
 
         let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let state = store.into_data();
-        let memory_peak = state.limiter.peak;
-        let memory_exceeded = state.limiter.exceeded;
-        let unit_of_work = state.into_unit_of_work();
+        Execution {
+            result,
+            fuel_consumed,
+            memory_peak: state.limiter.peak,
+            memory_exceeded: state.limiter.exceeded,
+            unit_of_work: state.into_unit_of_work(),
+        }
+    }
 
-        let (outcome, response) = match result {
-            Ok(response) if !(100..=599).contains(&response.status) => {
-                tracing::warn!(
-                    component = &*deployed.context.name,
-                    request_id = &*request_id,
-                    status = response.status,
-                    "component returned an invalid status"
-                );
-                (Outcome::Error, None)
-            }
-            Ok(response) => {
-                let response =
-                    HandlerResponse { status: response.status, headers: response.headers, body: response.body };
-                let outcome = if response.status >= 500 { Outcome::Error } else { Outcome::Ok };
-                (outcome, Some(response))
-            }
-            Err(err) => {
-                let outcome = classify(&err);
-                tracing::warn!(
-                    component = &*deployed.context.name,
-                    version = &*deployed.version,
-                    request_id = &*request_id,
-                    outcome = outcome.as_str(),
-                    // A guest refused memory usually aborts; this names the cause.
-                    memory_limit_hit = memory_exceeded,
-                    error = format!("{err:#}"),
-                    "invocation failed"
-                );
-                (outcome, None)
-            }
-        };
+    /// Classifies and logs a failed call.
+    fn failed(&self, deployed: &Deployed, request_id: &str, err: &wasmtime::Error, memory_exceeded: bool) -> Outcome {
+        let outcome = classify(err);
+        tracing::warn!(
+            component = &*deployed.context.name,
+            version = &*deployed.version,
+            request_id,
+            outcome = outcome.as_str(),
+            // A guest refused memory usually aborts; this names the cause.
+            memory_limit_hit = memory_exceeded,
+            error = format!("{err:#}"),
+            "invocation failed"
+        );
+        outcome
+    }
 
-        // The unit of work commits only for a response below 400.
-        let (outcome, response) = match response {
-            Some(response) if response.status < 400 => match unit_of_work.commit().await {
-                Ok(()) => (outcome, Some(response)),
-                Err(err) => {
-                    tracing::error!(component = &*deployed.context.name, request_id = &*request_id, error = %err, "commit failed");
-                    (Outcome::Error, None)
-                }
-            },
-            response => {
-                if let Err(err) = unit_of_work.rollback().await {
-                    tracing::error!(component = &*deployed.context.name, request_id = &*request_id, error = %err, "rollback failed");
-                }
-                (outcome, response)
-            }
-        };
-
+    /// Builds, logs and publishes the outcome record.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        deployed: &Deployed,
+        request_id: &str,
+        outcome: Outcome,
+        started: Instant,
+        fuel_consumed: u64,
+        memory_peak: usize,
+        status: Option<u16>,
+    ) -> OutcomeRecord {
         let record = OutcomeRecord {
             component: deployed.context.name.clone(),
             version: deployed.version.clone(),
@@ -226,18 +419,33 @@ impl Runtime {
             fuel_consumed,
             memory_peak,
         };
+        deployed.count(outcome);
         tracing::info!(
             component = &*record.component,
             version = &*record.version,
-            request_id = &*request_id,
+            request_id,
             outcome = outcome.as_str(),
-            status = response.as_ref().map(|r| r.status),
+            status,
             latency_us = record.latency.as_micros() as u64,
             fuel = record.fuel_consumed,
             memory_peak = record.memory_peak,
             "invocation"
         );
-        Invocation { response, record }
+        record
+    }
+}
+
+/// Commits or rolls back; `Err` when a commit failed (already logged).
+async fn settle(unit_of_work: UnitOfWork, commit: bool, component: &str, request_id: &str) -> Result<(), ()> {
+    if commit {
+        unit_of_work.commit().await.map_err(|err| {
+            tracing::error!(component, request_id, error = %err, "commit failed");
+        })
+    } else {
+        if let Err(err) = unit_of_work.rollback().await {
+            tracing::error!(component, request_id, error = %err, "rollback failed");
+        }
+        Ok(())
     }
 }
 

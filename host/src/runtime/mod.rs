@@ -10,10 +10,11 @@
 pub mod bindings;
 pub mod engine;
 pub mod invoke;
+mod outbound;
 pub mod registry;
 pub(crate) mod state;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,10 +22,15 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::capabilities;
-use crate::config::Config;
+use crate::clock::SharedClock;
+use crate::config::{Config, World};
 use crate::db::Database;
+use crate::resilience::CircuitBreaker;
 
-pub use invoke::{HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome, OutcomeRecord};
+pub use invoke::{
+    Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
+    OutcomeRecord,
+};
 pub use registry::{ComponentInfo, Registry};
 use state::InvocationState;
 
@@ -32,17 +38,21 @@ pub struct Runtime {
     engine: Engine,
     /// Stops with the runtime; deadlines depend on it.
     _ticker: engine::EpochTicker,
-    /// Resolves the handler world's imports; built once, reused by every
+    /// Resolve each world's imports; built once, reused by every
     /// `instantiate_pre`.
     handler_linker: Linker<InvocationState>,
+    connector_linker: Linker<InvocationState>,
     registry: Registry,
+    /// One per component, kept across versions: a new build of a failing
+    /// component does not reset what its callers have seen.
+    breakers: HashMap<String, Arc<CircuitBreaker>>,
     db: Database,
 }
 
 impl Runtime {
     /// Builds the engine and loads every configured component. Fails, naming
     /// the component and file, if one cannot be read, compiled or linked.
-    pub async fn load(config: &Config, db: Database) -> anyhow::Result<Runtime> {
+    pub async fn load(config: &Config, db: Database, clock: SharedClock) -> anyhow::Result<Runtime> {
         let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
         let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES))?;
         let ticker = engine::EpochTicker::start(&engine)?;
@@ -50,8 +60,25 @@ impl Runtime {
         capabilities::add_handler_imports(&mut handler_linker)
             .map_err(anyhow::Error::from)
             .context("cannot link host interfaces")?;
+        let mut connector_linker = Linker::new(&engine);
+        capabilities::add_connector_imports(&mut connector_linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link host interfaces")?;
         let connectors: Arc<BTreeSet<String>> = Arc::new(config.connectors.keys().cloned().collect());
-        let runtime = Runtime { engine, _ticker: ticker, handler_linker, registry: Registry::default(), db };
+        let breakers = config
+            .components
+            .iter()
+            .map(|(name, c)| (name.clone(), CircuitBreaker::new(Arc::from(name.as_str()), c.breaker, clock.clone())))
+            .collect();
+        let runtime = Runtime {
+            engine,
+            _ticker: ticker,
+            handler_linker,
+            connector_linker,
+            registry: Registry::default(),
+            breakers,
+            db,
+        };
         runtime.load_components(config, connectors).await?;
         Ok(runtime)
     }
@@ -63,13 +90,18 @@ impl Runtime {
         for (name, component) in &config.components {
             let source = registry::Source {
                 name: name.clone(),
+                world: component.world,
                 path: config.component_path(component),
                 limits: config.limits_for(component),
                 config: component.config.clone(),
                 connectors: connectors.clone(),
+                allowed_hosts: component.allowed_hosts.clone(),
             };
             let engine = self.engine.clone();
-            let linker = self.handler_linker.clone();
+            let linker = match component.world {
+                World::Handler => self.handler_linker.clone(),
+                World::Connector => self.connector_linker.clone(),
+            };
             let db = self.db.clone();
             tasks.spawn(async move { registry::prepare(&engine, &linker, &db, source).await });
         }
@@ -88,5 +120,10 @@ impl Runtime {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The circuit breaker of a component.
+    pub fn breaker(&self, component: &str) -> Option<&Arc<CircuitBreaker>> {
+        self.breakers.get(component)
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,9 +16,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use super::bindings::HandlerPre;
+use super::bindings::{ConnectorPre, HandlerPre};
+use super::invoke::Outcome;
 use super::state::{ComponentContext, InvocationState};
-use crate::config::EffectiveLimits;
+use crate::config::{EffectiveLimits, World};
 use crate::db::Database;
 
 /// Hex digits of the content hash used as the version in logs, labels and
@@ -36,16 +38,51 @@ pub struct Deployed {
     /// Full sha256 of the component bytes.
     pub(crate) digest: String,
     pub(crate) limits: EffectiveLimits,
-    pub(crate) pre: HandlerPre<InvocationState>,
+    pub(crate) pre: Prepared,
     pub(crate) compile_ms: u64,
+    /// Invocations of this version by outcome.
+    counts: [AtomicU64; Outcome::ALL.len()],
+}
+
+impl Deployed {
+    pub(crate) fn count(&self, outcome: Outcome) {
+        if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A pre-linked component, typed by its world.
+pub(crate) enum Prepared {
+    Handler(HandlerPre<InvocationState>),
+    Connector(ConnectorPre<InvocationState>),
+}
+
+impl Prepared {
+    pub(crate) fn world(&self) -> World {
+        match self {
+            Prepared::Handler(_) => World::Handler,
+            Prepared::Connector(_) => World::Connector,
+        }
+    }
+
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<InvocationState> {
+        match self {
+            Prepared::Handler(pre) => pre.instance_pre(),
+            Prepared::Connector(pre) => pre.instance_pre(),
+        }
+    }
 }
 
 /// What callers outside the runtime may know about a loaded component.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComponentInfo {
     pub name: String,
+    pub world: &'static str,
     pub version: String,
     pub digest: String,
+    /// Invocations of the active version by outcome.
+    pub invocations: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default)]
@@ -78,8 +115,14 @@ impl Registry {
             .values()
             .map(|d| ComponentInfo {
                 name: d.context.name.to_string(),
+                world: d.pre.world().as_str(),
                 version: d.version.to_string(),
                 digest: d.digest.clone(),
+                invocations: Outcome::ALL
+                    .iter()
+                    .zip(&d.counts)
+                    .map(|(outcome, n)| (outcome.as_str(), n.load(Ordering::Relaxed)))
+                    .collect(),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -90,13 +133,16 @@ impl Registry {
 /// Where a component comes from and how it is to run.
 pub(crate) struct Source {
     pub name: String,
+    pub world: World,
     pub path: PathBuf,
     pub limits: EffectiveLimits,
     pub config: BTreeMap<String, String>,
     pub connectors: Arc<BTreeSet<String>>,
+    pub allowed_hosts: Vec<String>,
 }
 
-/// Reads, compiles, links and smoke-instantiates one component.
+/// Reads, compiles, links (with the linker of the component's world) and
+/// smoke-instantiates one component.
 pub(crate) async fn prepare(
     engine: &Engine,
     linker: &Linker<InvocationState>,
@@ -119,14 +165,27 @@ pub(crate) async fn prepare(
     .with_context(|| format!("component {name}: {} is not a valid WebAssembly component", path.display()))?;
     let compile_ms = started.elapsed().as_millis() as u64;
 
-    let pre = linker.instantiate_pre(&compiled).and_then(HandlerPre::new).map_err(anyhow::Error::from).with_context(
-        || format!("component {name}: {} does not implement the world switchyard:platform/handler", path.display()),
-    )?;
+    let world = source.world;
+    let pre = linker
+        .instantiate_pre(&compiled)
+        .and_then(|pre| match world {
+            World::Handler => HandlerPre::new(pre).map(Prepared::Handler),
+            World::Connector => ConnectorPre::new(pre).map(Prepared::Connector),
+        })
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "component {name}: {} does not implement the world switchyard:platform/{}",
+                path.display(),
+                world.as_str()
+            )
+        })?;
 
     let context = Arc::new(ComponentContext {
         name: Arc::from(source.name.as_str()),
         config: source.config,
         connectors: source.connectors,
+        allowed_hosts: source.allowed_hosts.into(),
     });
     let deployed = Deployed {
         context,
@@ -135,6 +194,7 @@ pub(crate) async fn prepare(
         limits: source.limits,
         pre,
         compile_ms,
+        counts: Default::default(),
     };
     smoke_instantiate(engine, db, &deployed)
         .await
@@ -160,7 +220,7 @@ async fn smoke_instantiate(engine: &Engine, db: &Database, deployed: &Deployed) 
         }
     });
     store.set_epoch_deadline(1);
-    deployed.pre.instantiate_async(&mut store).await?;
+    deployed.pre.instance_pre().instantiate_async(&mut store).await?;
     store.into_data().into_unit_of_work().rollback().await?;
     Ok(())
 }

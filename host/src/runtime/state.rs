@@ -11,7 +11,9 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::outbound::OutboundPolicy;
 use crate::db::UnitOfWork;
 
 /// Settings of a component that its capabilities consult on every call;
@@ -23,6 +25,8 @@ pub struct ComponentContext {
     pub config: BTreeMap<String, String>,
     /// Connectors the outbox accepts messages for.
     pub connectors: Arc<BTreeSet<String>>,
+    /// Authorities (`host:port`) outgoing HTTP may reach; empty for handlers.
+    pub allowed_hosts: Arc<[String]>,
 }
 
 pub struct InvocationState {
@@ -38,6 +42,10 @@ pub struct InvocationState {
     /// `wasm32-wasip2` route) import it, ours do not, and an unused context
     /// would cost every request an OS random seed.
     wasi: Option<WasiCtx>,
+    /// Outgoing HTTP state; only connectors import `wasi:http`.
+    http: WasiHttpCtx,
+    /// Decides which outgoing requests leave the host.
+    outbound: OutboundPolicy,
 }
 
 impl InvocationState {
@@ -48,12 +56,14 @@ impl InvocationState {
         memory_limit: usize,
     ) -> Self {
         Self {
-            component,
-            request_id,
             unit_of_work,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             wasi: None,
+            http: WasiHttpCtx::new(),
+            outbound: OutboundPolicy::new(component.clone(), request_id.clone()),
+            component,
+            request_id,
         }
     }
 
@@ -68,6 +78,12 @@ impl WasiView for InvocationState {
         // handler talks to the world only through Switchyard's interfaces.
         let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
         WasiCtxView { ctx, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 

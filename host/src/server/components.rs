@@ -111,10 +111,16 @@ async fn serve(
 }
 
 fn respond(invocation: Invocation, request_id: &str) -> Response {
-    let Invocation { response, record } = invocation;
+    let Invocation { response, record, retry_after_ms } = invocation;
     let version = HeaderValue::from_str(&record.version).ok();
     let mut response = match response {
         Some(response) => into_http(response),
+        None if record.outcome == Outcome::Rejected => {
+            // Whole seconds, rounded up: `Retry-After: 0` would invite a
+            // retry storm against an open breaker.
+            let retry_after_ms = u64::try_from(retry_after_ms.unwrap_or(1_000)).unwrap_or(1_000);
+            AppError::CircuitOpen { retry_after_secs: retry_after_ms.div_ceil(1_000).max(1) }.into_response()
+        }
         None if record.outcome == Outcome::Timeout => {
             AppError::ComponentTimedOut { request_id: request_id.to_owned() }.into_response()
         }

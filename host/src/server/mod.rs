@@ -4,6 +4,7 @@
 //! Handlers here see plain runtime types (`HandlerRequest`, `Invocation`),
 //! never wasmtime's.
 
+mod admin;
 mod components;
 mod health;
 mod request_id;
@@ -15,11 +16,13 @@ use axum::Router;
 use axum::http::{Method, Uri};
 use axum::middleware;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::AppError;
 use crate::runtime::Runtime;
 
+pub use admin::{AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
 pub use request_id::RequestId;
 
 /// Shared by every handler.
@@ -27,6 +30,9 @@ pub use request_id::RequestId;
 pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub db: Database,
+    /// The time breakers, backoff and leases read.
+    pub clock: SharedClock,
+    pub admin: Arc<AdminAuth>,
     pub started: Instant,
 }
 
@@ -36,6 +42,7 @@ pub fn app(config: &Config, state: AppState) -> Router {
     Router::new()
         .merge(components)
         .merge(health::router())
+        .merge(admin::router(state.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id::middleware))

@@ -5,13 +5,36 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use switchyard::clock::ManualClock;
 use switchyard::config::Config;
 use switchyard::db::Database;
+use switchyard::runtime::Runtime;
+use switchyard::server::AdminAuth;
+use switchyard_loadtests::simulator::Simulator;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The admin token test hosts accept.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// How a test host delivers its outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// No connector components: messages stay PENDING.
+    None,
+    /// Connector components deliver to an in-process provider simulator.
+    Simulator { dispatch: bool, concurrency: u32 },
+    /// As `ON`, but the connectors' `allowed_hosts` omit the simulator.
+    Forbidden,
+}
+
+impl Delivery {
+    pub const ON: Delivery = Delivery::Simulator { dispatch: true, concurrency: 16 };
+}
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +64,44 @@ pub fn postgres_url() -> Option<String> {
 /// The reference app plus every fixture, with limits that make each fixture
 /// end the way its contract says.
 pub fn test_config(database_url: &str) -> Config {
+    config_with(database_url, "")
+}
+
+/// Connector components delivering to a simulator at `provider`.
+pub fn delivery_config(database_url: &str, provider: &str, allowed: &str, dispatch: bool, concurrency: u32) -> Config {
+    let mut extra = format!(
+        r#"
+        [outbox]
+        dispatch = {dispatch}
+        concurrency = {concurrency}
+        batch_size = 64
+        lease_ms = 60_000
+        poll_interval_ms = 50
+        "#
+    );
+    for (channel, path) in [("email", "/email"), ("sms", "/sms"), ("webhook", "/webhook")] {
+        extra.push_str(&format!(
+            r#"
+            [components.connector-{channel}]
+            path = "connector-{channel}.wasm"
+            world = "connector"
+            allowed_hosts = ["{allowed}"]
+            config = {{ url = "http://{provider}{path}", timeout_ms = "2000" }}
+            [connectors.{channel}]
+            component = "connector-{channel}"
+            max_attempts = 4
+            backoff_base_ms = 1_000
+            backoff_max_ms = 60_000
+            "#
+        ));
+    }
+    config_with(database_url, &extra)
+}
+
+fn config_with(database_url: &str, extra: &str) -> Config {
     let dir = components_dir();
+    let connectors =
+        if extra.contains("[connectors.") { "" } else { "[connectors.email]\n[connectors.sms]\n[connectors.webhook]" };
     let text = format!(
         r#"
         [database]
@@ -69,9 +129,8 @@ pub fn test_config(database_url: &str) -> Config {
         path = "slow.wasm"
         limits = {{ fuel = 1_000_000_000_000_000, timeout_ms = 300 }}
 
-        [connectors.email]
-        [connectors.sms]
-        [connectors.webhook]
+        {connectors}
+        {extra}
 
         [[routes]]
         method = "PUT"
@@ -119,6 +178,12 @@ pub struct TestHost {
     pub url: String,
     pub db: Database,
     pub config: Config,
+    pub runtime: Arc<Runtime>,
+    /// Drives breakers, backoff and leases.
+    pub clock: ManualClock,
+    /// The provider the connectors deliver to, when delivery is on.
+    pub simulator: Option<Arc<Simulator>>,
+    simulator_stop: Option<oneshot::Sender<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// Keeps the SQLite file alive for the test's duration.
@@ -131,6 +196,11 @@ impl TestHost {
     /// Starts a host on `backend`; `None` when the backend is unavailable
     /// (PostgreSQL without `DATABASE_URL`), after saying so.
     pub async fn start(backend: Backend) -> Option<TestHost> {
+        Self::start_with(backend, Delivery::None).await
+    }
+
+    /// Starts a host whose outbox is delivered as `delivery` says.
+    pub async fn start_with(backend: Backend, delivery: Delivery) -> Option<TestHost> {
         let (database_url, dir, pg_database) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -146,9 +216,31 @@ impl TestHost {
                 (url, None, Some((server, name)))
             }
         };
-        let config = test_config(&database_url);
-        let state = switchyard::prepare(&config).await.expect("host prepares");
+        let (config, simulator, simulator_stop) = match delivery {
+            Delivery::None => (test_config(&database_url), None, None),
+            Delivery::Simulator { .. } | Delivery::Forbidden => {
+                let simulator = Arc::new(Simulator::with_seed(7));
+                let deliveries = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let control = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let provider = deliveries.local_addr().expect("addr").to_string();
+                let (stop, stopped) = oneshot::channel::<()>();
+                tokio::spawn(simulator.clone().serve(deliveries, control, async {
+                    let _ = stopped.await;
+                }));
+                let config = match delivery {
+                    Delivery::Simulator { dispatch, concurrency } => {
+                        delivery_config(&database_url, &provider, &provider, dispatch, concurrency)
+                    }
+                    _ => delivery_config(&database_url, &provider, "127.0.0.1:1", true, 16),
+                };
+                (config, Some(simulator), Some(stop))
+            }
+        };
+        let clock = ManualClock::starting_now();
+        let mut state = switchyard::prepare_with_clock(&config, Arc::new(clock.clone())).await.expect("host prepares");
+        state.admin = Arc::new(AdminAuth::new(Some(ADMIN_TOKEN.to_owned()), false));
         let db = state.db.clone();
+        let runtime = state.runtime.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel();
@@ -159,7 +251,19 @@ impl TestHost {
             })
             .await
         });
-        Some(TestHost { url, db, config, shutdown: Some(tx), task: Some(task), _dir: dir, pg_database })
+        Some(TestHost {
+            url,
+            db,
+            config,
+            runtime,
+            clock,
+            simulator,
+            simulator_stop,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+            pg_database,
+        })
     }
 
     pub fn client() -> reqwest::Client {
@@ -175,9 +279,27 @@ impl TestHost {
             task.await.expect("server task").expect("server ran cleanly");
         }
         self.db.close().await;
+        if let Some(stop) = self.simulator_stop.take() {
+            let _ = stop.send(());
+        }
         if let Some((server, name)) = self.pg_database.take() {
             drop_postgres_database(&server, &name).await;
         }
+    }
+}
+
+/// Polls `check` until it returns true, failing after `limit`. For
+/// conditions that become true through background work (the dispatcher);
+/// nothing here asserts on time.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -214,19 +336,24 @@ async fn drop_postgres_database(server: &str, name: &str) {
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, $body:path) => {
+        $crate::on_both_backends!($name, $body, common::Delivery::None);
+    };
+    ($name:ident, $body:path, $delivery:expr) => {
         mod $name {
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let host = common::TestHost::start(common::Backend::Sqlite).await.expect("sqlite host");
+                let host = common::TestHost::start_with(common::Backend::Sqlite, $delivery).await.expect("sqlite host");
                 $body(&host).await;
                 host.stop().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(host) = common::TestHost::start(common::Backend::Postgres).await else { return };
+                let Some(host) = common::TestHost::start_with(common::Backend::Postgres, $delivery).await else {
+                    return;
+                };
                 $body(&host).await;
                 host.stop().await;
             }

@@ -1,0 +1,292 @@
+//! Store-and-forward delivery through the real connector components to the
+//! real provider simulator, on SQLite and PostgreSQL: outages and recovery,
+//! poison messages, isolation between connectors, crash recovery through
+//! leases, several dispatchers on one database, and the admin API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchyard::clock::Clock;
+use switchyard::db::outbox::{NewMessage, Status};
+use switchyard::outbox::Dispatcher;
+use switchyard::resilience::BreakerState;
+use switchyard_loadtests::simulator::Channel;
+
+use common::{Backend, Delivery, TestHost, eventually};
+
+/// Generous bound on background work; never reached when things work.
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn stock(host: &TestHost, sku: &str, stock: u64) {
+    let response = TestHost::client()
+        .put(format!("{}/inventory/{sku}", host.url))
+        .json(&json!({ "stock": stock, "price_cents": 100 }))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn place_orders(host: &TestHost, n: usize, email: &str) {
+    let client = TestHost::client();
+    for i in 0..n {
+        let body = json!({ "customer": format!("c{i}"), "email": email, "phone": "555 0100", "items": [{ "sku": "w", "qty": 1 }] });
+        let response = client.post(format!("{}/orders", host.url)).json(&body).send().await.expect("POST");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+}
+
+async fn count(host: &TestHost, status: Status) -> i64 {
+    host.db.outbox_count(status).await.expect("count")
+}
+
+async fn count_for(host: &TestHost, connector: &str, status: &str) -> i64 {
+    host.db
+        .outbox_status_counts()
+        .await
+        .expect("counts")
+        .into_iter()
+        .find(|c| c.connector == connector && c.status == status)
+        .map_or(0, |c| c.count)
+}
+
+/// Invocations that actually ran the component (not refused by its breaker).
+fn ran(host: &TestHost, component: &str) -> u64 {
+    let info = host.runtime.registry().list().into_iter().find(|c| c.name == component).expect("component");
+    info.invocations.iter().filter(|(outcome, _)| **outcome != "rejected").map(|(_, n)| n).sum()
+}
+
+async fn delivers_every_message(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    stock(host, "w", 100).await;
+    place_orders(host, 5, "ada@example.com").await;
+    eventually("15 messages delivered", LIMIT, || async { count(host, Status::Delivered).await == 15 }).await;
+    let received = simulator.received();
+    assert_eq!(received.unique, 15);
+    for channel in [Channel::Email, Channel::Sms, Channel::Webhook] {
+        assert_eq!(received.channels.get(channel).unique, 5, "{channel}");
+    }
+    // Every stored id reached the provider as its idempotency key.
+    let mut ids: Vec<String> =
+        host.db.outbox_messages(Some("email"), 100).await.unwrap().into_iter().map(|m| m.id).collect();
+    ids.sort();
+    assert_eq!(simulator.received_ids(Channel::Email), ids);
+}
+on_both_backends!(every_message_is_delivered, delivers_every_message, Delivery::ON);
+
+/// One delivery at a time per connector, so the breaker's threshold can be
+/// counted exactly.
+const SERIAL: Delivery = Delivery::Simulator { dispatch: true, concurrency: 1 };
+
+async fn outage_and_recovery(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    stock(host, "w", 1_000).await;
+    simulator.set_down(true).expect("down");
+    place_orders(host, 200, "ada@example.com").await;
+    assert_eq!(count(host, Status::Pending).await, 600);
+
+    let connectors = ["connector-email", "connector-sms", "connector-webhook"];
+    for component in connectors {
+        let breaker = host.runtime.breaker(component).expect("breaker").clone();
+        eventually("the breaker opens", LIMIT, || {
+            let breaker = breaker.clone();
+            async move { breaker.state() == BreakerState::Open }
+        })
+        .await;
+        // Exactly the configured consecutive failures were attempted.
+        assert_eq!(ran(host, component), 5, "{component}");
+    }
+    // While open: more wake-ups, no invocations, nothing marked.
+    for _ in 0..5 {
+        host.db.signal_outbox();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    for component in connectors {
+        assert_eq!(ran(host, component), 5, "{component} was not invoked while open");
+    }
+    assert_eq!(count(host, Status::Pending).await, 600);
+    assert_eq!(count(host, Status::Dead).await, 0);
+    let attempted = host.db.outbox_messages(None, 1_000).await.unwrap().iter().filter(|m| m.attempts > 0).count();
+    assert_eq!(attempted, 15, "attempts counted only for the calls made");
+
+    // The provider returns; the breakers probe after open_for and close.
+    simulator.set_down(false).expect("up");
+    host.clock.advance(120_000);
+    host.db.signal_outbox();
+    eventually("all 600 delivered", LIMIT, || async { count(host, Status::Delivered).await == 600 }).await;
+    for component in connectors {
+        assert_eq!(host.runtime.breaker(component).unwrap().state(), BreakerState::Closed);
+    }
+    let received = simulator.received();
+    assert_eq!(received.unique, 600, "every message reached the provider");
+    eprintln!("outage: duplicates seen by the provider: {}", received.duplicates);
+}
+on_both_backends!(outage_trips_breakers_and_recovery_delivers_all, outage_and_recovery, SERIAL);
+
+async fn poison_message(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    simulator.reject_recipients(Some("poison".into())).expect("reject");
+    stock(host, "w", 100).await;
+    place_orders(host, 3, "ok@example.com").await;
+    place_orders(host, 1, "poison@example.com").await;
+    place_orders(host, 3, "ok@example.com").await;
+    eventually("all settled", LIMIT, || async {
+        count(host, Status::Delivered).await + count(host, Status::Dead).await == 21
+    })
+    .await;
+    assert_eq!(count(host, Status::Dead).await, 1);
+    let dead = host.db.outbox_recent(Some("DEAD"), None, 10).await.unwrap();
+    assert_eq!(dead[0].recipient, "poison@example.com");
+    assert_eq!(dead[0].attempts, 1, "a permanent error is not retried");
+    assert_eq!(count_for(host, "email", "DELIVERED").await, 6, "later messages were not blocked");
+
+    // The admin API shows it and requeues it; delivered once the provider relents.
+    let client = TestHost::client();
+    let unauthorized = client.get(format!("{}/admin/outbox", host.url)).send().await.unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let listed: Value = client
+        .get(format!("{}/admin/outbox?status=dead", host.url))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 1);
+    assert!(listed["counts"].as_array().unwrap().iter().any(|c| c["status"] == "DEAD" && c["count"] == 1));
+    simulator.reject_recipients(None).expect("accept");
+    let retried = client
+        .post(format!("{}/admin/outbox/{}/retry", host.url, dead[0].id))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), StatusCode::OK);
+    eventually("the requeued message is delivered", LIMIT, || async { count(host, Status::Delivered).await == 21 })
+        .await;
+    let again = client
+        .post(format!("{}/admin/outbox/{}/retry", host.url, dead[0].id))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "only DEAD messages can be requeued");
+}
+on_both_backends!(poison_message_goes_dead_without_blocking_others, poison_message, Delivery::ON);
+
+async fn isolation(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    simulator.set_channel_down(Channel::Sms, true);
+    stock(host, "w", 100).await;
+    place_orders(host, 10, "ada@example.com").await;
+    eventually("email and webhook delivered", LIMIT, || async {
+        count_for(host, "email", "DELIVERED").await == 10 && count_for(host, "webhook", "DELIVERED").await == 10
+    })
+    .await;
+    assert_eq!(count_for(host, "sms", "PENDING").await, 10);
+    assert_eq!(count_for(host, "sms", "DELIVERED").await, 0);
+    assert_eq!(host.runtime.breaker("connector-email").unwrap().state(), BreakerState::Closed);
+}
+on_both_backends!(one_connector_down_does_not_hold_up_others, isolation, Delivery::ON);
+
+/// Hosts that store messages but leave delivery to dispatchers the test starts.
+const MANUAL: Delivery = Delivery::Simulator { dispatch: false, concurrency: 16 };
+
+async fn enqueue(host: &TestHost, n: usize) {
+    let mut unit = host.db.unit_of_work(Arc::from("order-handler"), Arc::from("test-request"));
+    for i in 0..n {
+        let message = NewMessage {
+            recipient: format!("user{i}@example.com"),
+            subject: Some("hello".into()),
+            body: "hi".into(),
+            metadata: vec![],
+        };
+        unit.enqueue("email", &message).await.expect("enqueue");
+    }
+    unit.commit().await.expect("commit");
+}
+
+async fn crash_recovery(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    enqueue(host, 3).await;
+    // A worker claims the messages and dies without settling them.
+    let now = host.clock.now_millis();
+    let claimed = host.db.outbox_claim("email", "dead-worker", now, now + 60_000, 64).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+
+    let dispatcher =
+        Dispatcher::start(&host.config, host.runtime.clone(), host.db.clone(), Arc::new(host.clock.clone()));
+    for _ in 0..3 {
+        host.db.signal_outbox();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(count(host, Status::Delivered).await, 0, "the lease holds while it lasts");
+    assert_eq!(simulator.received().unique, 0);
+
+    host.clock.advance(60_000);
+    host.db.signal_outbox();
+    eventually("expired claims are delivered", LIMIT, || async { count(host, Status::Delivered).await == 3 }).await;
+    assert_eq!(simulator.received().channels.get(Channel::Email).unique, 3);
+    dispatcher.stop().await;
+}
+on_both_backends!(expired_leases_are_claimed_again, crash_recovery, MANUAL);
+
+async fn many_dispatchers(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    enqueue(host, 1_000).await;
+    let dispatchers: Vec<_> = (0..4)
+        .map(|_| Dispatcher::start(&host.config, host.runtime.clone(), host.db.clone(), Arc::new(host.clock.clone())))
+        .collect();
+    host.db.signal_outbox();
+    eventually("1000 delivered", LIMIT, || async { count(host, Status::Delivered).await == 1_000 }).await;
+    let received = simulator.received();
+    assert_eq!(received.unique, 1_000);
+    assert_eq!(received.duplicates, 0, "no message was claimed by two dispatchers within its lease");
+    let messages = host.db.outbox_messages(Some("email"), 2_000).await.unwrap();
+    assert!(messages.iter().all(|m| m.attempts == 1));
+    for dispatcher in dispatchers {
+        dispatcher.stop().await;
+    }
+}
+on_both_backends!(four_dispatchers_deliver_each_message_once, many_dispatchers, MANUAL);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_outside_allowed_hosts_are_refused_as_permanent() {
+    let host = TestHost::start_with(Backend::Sqlite, Delivery::Forbidden).await.expect("host");
+    stock(&host, "w", 10).await;
+    place_orders(&host, 1, "ada@example.com").await;
+    eventually("all three dead", LIMIT, || async { count(&host, Status::Dead).await == 3 }).await;
+    assert_eq!(host.simulator.as_ref().unwrap().received().requests, 0, "nothing left the host");
+    let dead = host.db.outbox_recent(Some("DEAD"), None, 10).await.unwrap();
+    assert!(dead.iter().all(|m| m.attempts == 1), "refused at once, not retried");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_breaker_answers_503_without_instantiating() {
+    let host = TestHost::start(Backend::Sqlite).await.expect("host");
+    let client = TestHost::client();
+    for _ in 0..5 {
+        let response = client.post(format!("{}/trap", host.url)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let refused = client.post(format!("{}/trap?status=200", host.url)).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "10");
+    assert_eq!(ran(&host, "trap"), 5, "the open breaker did not instantiate");
+    // Other components are unaffected.
+    assert_eq!(client.get(format!("{}/hello", host.url)).send().await.unwrap().status(), StatusCode::OK);
+
+    host.clock.advance(10_000);
+    let probe = client.post(format!("{}/trap?status=200", host.url)).send().await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK, "a successful probe closes the breaker");
+    assert_eq!(host.runtime.breaker("trap").unwrap().state(), BreakerState::Closed);
+    host.stop().await;
+}
