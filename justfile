@@ -37,15 +37,25 @@ monitoring:
 check: components
     cargo run -q -p switchyard -- check --config switchyard.toml
 
-# Everything CI checks: formatting, lints, unit and integration tests.
-test: components
+# Everything CI checks: formatting, lints, unit and integration tests, alert rules.
+test: components monitoring-check
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
 
+# Validate the Prometheus config and run the alert-rule unit tests (promtool).
+monitoring-check:
+    promtool check config monitoring/prometheus/prometheus.yml
+    cd monitoring/prometheus && promtool test rules alerts.test.yml
+    python3 monitoring/check-dashboards.py --list > /dev/null
+
 # Instantiate + call latency of the order handler and a trivial fixture.
 bench-invoke: components
     cargo bench -p switchyard --bench invoke
+
+# Outbox drain rate through a real connector to the simulator (SQLite; PostgreSQL too with DATABASE_URL).
+bench-outbox: components
+    cargo bench -p switchyard --bench outbox
 
 # Format the host workspace.
 fmt:

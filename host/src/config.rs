@@ -54,6 +54,8 @@ pub struct Config {
     /// How the dispatcher drains the outbox.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The directory relative paths are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -189,6 +191,24 @@ impl Default for ConnectorConfig {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
         }
+    }
+}
+
+/// Prometheus metrics settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on this address too (for example to keep it off a
+    /// public port); it is always served on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// Distinct series one component may create through the `metrics`
+    /// interface; more are dropped and counted.
+    pub series_cap: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None, series_cap: crate::telemetry::metrics::DEFAULT_SERIES_CAP }
     }
 }
 

@@ -46,6 +46,10 @@ use crate::db::Database;
 use crate::outbox::Dispatcher;
 use crate::runtime::Runtime;
 use crate::server::{AdminAuth, AppState};
+use crate::telemetry::metrics::Metrics;
+
+/// How often histogram samples are folded when nobody scrapes.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Connects the database and loads every component: everything that can
 /// fail before the listener accepts a connection.
@@ -56,10 +60,15 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
 /// [`prepare`] with the clock breakers, backoff and leases read.
 pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::Result<AppState> {
     let db = Database::connect(&config.database.url, config.database.max_connections, clock.clone()).await?;
-    let runtime = Runtime::load(config, db.clone(), clock.clone()).await?;
+    let metrics = Metrics::new(config.metrics.series_cap);
+    for connector in config.connectors.keys() {
+        metrics.connector(connector);
+    }
+    let runtime = Runtime::load(config, db.clone(), clock.clone(), metrics.clone()).await?;
     Ok(AppState {
         runtime: Arc::new(runtime),
         db,
+        metrics,
         clock,
         admin: Arc::new(AdminAuth::from_env()),
         started: Instant::now(),
@@ -87,16 +96,42 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    // Histogram samples are folded into buckets on each scrape; this keeps
+    // an unscraped host from accumulating them.
+    let upkeep = tokio::spawn({
+        let metrics = state.metrics.clone();
+        async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    });
     let dispatcher = config
         .outbox
         .dispatch
         .then(|| Dispatcher::start(config, state.runtime.clone(), db.clone(), state.clock.clone()));
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?)
+        }
+        None => None,
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = server::metrics_app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await })
+    });
     let app = server::app(config, state);
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, "serving");
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed");
     if let Some(dispatcher) = dispatcher {
         dispatcher.stop().await;
+    }
+    upkeep.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
     }
     db.close().await;
     served?;

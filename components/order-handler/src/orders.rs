@@ -15,6 +15,7 @@ use crate::notify;
 use crate::response;
 use crate::store::{ORDER_SEQUENCE, Store, order_key};
 use crate::switchyard::platform::log::{Level, log};
+use crate::switchyard::platform::metrics::{counter_add, histogram_observe};
 use crate::switchyard::platform::types::{Request, Response};
 
 const MAX_CUSTOMER_CHARS: usize = 200;
@@ -120,6 +121,9 @@ pub fn create(request: &Request) -> Result<Response, ApiError> {
     notify::order_accepted(&order, &order_json)?;
 
     log(Level::Info, &format!("order {} accepted: {} items, total {}", order.id, order.items.len(), order.total_cents));
+    // Exported by the host as app_orders_created_total and app_order_value_cents.
+    counter_add("orders_created_total", 1, &[]);
+    histogram_observe("order_value_cents", order.total_cents as f64, &[]);
     Ok(created(&order.id, order.total_cents))
 }
 

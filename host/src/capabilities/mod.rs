@@ -8,6 +8,7 @@
 pub mod config;
 pub mod keyvalue;
 pub mod log;
+pub mod metrics;
 pub mod outbox;
 
 use wasmtime::component::{HasSelf, Linker};

@@ -166,6 +166,11 @@ impl Database {
         Ok(value)
     }
 
+    /// Pool connections open, idle among them, and the configured maximum.
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        (self.pool.size(), self.pool.num_idle() as u32, self.pool.options().get_max_connections())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -266,6 +266,19 @@ impl Database {
             .map_err(DbError::from)
     }
 
+    /// Creation time of the oldest PENDING message, per connector that has one.
+    pub async fn outbox_oldest_pending(&self) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT connector, MIN(created_at) AS oldest FROM outbox WHERE status = 'PENDING' GROUP BY connector",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((row.try_get("connector")?, row.try_get("oldest")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
     /// Recent messages, newest first, filtered by status and connector.
     pub async fn outbox_recent(
         &self,

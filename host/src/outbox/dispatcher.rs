@@ -25,6 +25,8 @@ use crate::config::{Config, ConnectorConfig, OutboxConfig};
 use crate::db::Database;
 use crate::db::outbox::{ClaimedMessage, Settlement};
 use crate::runtime::{Delivery, Envelope, Runtime};
+use crate::telemetry::metrics::{OUTBOX_DELIVERIES, OUTBOX_LAG};
+use metrics::{Counter, Histogram};
 
 /// Starts workers for every connector that has a component.
 pub struct Dispatcher;
@@ -56,6 +58,12 @@ struct Worker {
     runtime: Arc<Runtime>,
     db: Database,
     clock: SharedClock,
+    /// `outbox_deliveries_total` by outcome, and the delivery lag.
+    delivered: Counter,
+    retried: Counter,
+    dead: Counter,
+    skipped: Counter,
+    lag: Histogram,
 }
 
 impl Dispatcher {
@@ -67,7 +75,15 @@ impl Dispatcher {
             .iter()
             .filter_map(|(name, settings)| {
                 let component = settings.component.clone()?;
+                let metrics = runtime.metrics();
+                let deliveries =
+                    |outcome| metrics.counter(OUTBOX_DELIVERIES, &[("connector", name), ("outcome", outcome)]);
                 let worker = Worker {
+                    delivered: deliveries("delivered"),
+                    retried: deliveries("retry"),
+                    dead: deliveries("dead"),
+                    skipped: deliveries("skipped_open_breaker"),
+                    lag: metrics.histogram(OUTBOX_LAG, &[("connector", name)]),
                     connector: name.clone(),
                     component,
                     settings: settings.clone(),
@@ -180,7 +196,10 @@ impl Worker {
         let attempt = u32::try_from(message.attempts + 1).unwrap_or(u32::MAX);
         let id = message.id;
         let (settlement, outcome) = match delivery {
-            Delivery::Delivered { provider_id } => (Settlement::Delivered { id, receipt: provider_id }, "delivered"),
+            Delivery::Delivered { provider_id } => {
+                self.lag.record((now - message.created_at).max(0) as f64 / 1_000.0);
+                (Settlement::Delivered { id, receipt: provider_id }, "delivered")
+            }
             Delivery::Permanent(error) => (Settlement::Dead { id, error }, "dead"),
             Delivery::Retryable(error) if attempt >= self.settings.max_attempts => {
                 (Settlement::Dead { id, error: format!("gave up after {attempt} attempts: {error}") }, "dead")
@@ -193,6 +212,12 @@ impl Worker {
             }
             Delivery::Rejected { .. } => (Settlement::Release { id }, "skipped_open_breaker"),
         };
+        match outcome {
+            "delivered" => self.delivered.increment(1),
+            "retry" => self.retried.increment(1),
+            "dead" => self.dead.increment(1),
+            _ => self.skipped.increment(1),
+        }
         tracing::info!(
             request_id = message.request_id,
             message_id = settlement_id(&settlement),

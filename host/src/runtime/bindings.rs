@@ -40,6 +40,6 @@ mod connector {
 
 pub use connector::exports::switchyard::platform::sender;
 pub use connector::{Connector, ConnectorPre};
-pub use handler::switchyard::platform::{config, log, outbox, types};
+pub use handler::switchyard::platform::{config, log, metrics, outbox, types};
 pub use handler::wasi::keyvalue::{atomics, store};
 pub use handler::{Handler, HandlerPre};

@@ -419,7 +419,10 @@ impl Runtime {
             fuel_consumed,
             memory_peak,
         };
-        deployed.count(outcome);
+        deployed.count(outcome, record.latency, fuel_consumed, memory_peak);
+        if outcome == Outcome::Rejected && deployed.pre.world() == crate::config::World::Handler {
+            self.breaker_rejections.increment(1);
+        }
         tracing::info!(
             component = &*record.component,
             version = &*record.version,

@@ -26,12 +26,22 @@ use crate::clock::SharedClock;
 use crate::config::{Config, World};
 use crate::db::Database;
 use crate::resilience::CircuitBreaker;
+use crate::telemetry::{self, metrics::Metrics};
 
 pub use invoke::{
     Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
     OutcomeRecord,
 };
 pub use registry::{ComponentInfo, Registry};
+
+/// A snapshot of the pooling allocator, for gauges.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUsage {
+    pub component_instances: u64,
+    pub memories: u64,
+    pub unused_warm_memories: u64,
+    pub unused_memory_bytes_resident: u64,
+}
 use state::InvocationState;
 
 pub struct Runtime {
@@ -47,12 +57,22 @@ pub struct Runtime {
     /// component does not reset what its callers have seen.
     breakers: HashMap<String, Arc<CircuitBreaker>>,
     db: Database,
+    metrics: Arc<Metrics>,
+    /// Configured connector names, for per-connector gauges.
+    connectors: Arc<BTreeSet<String>>,
+    /// Requests refused by an open handler breaker.
+    breaker_rejections: metrics::Counter,
 }
 
 impl Runtime {
     /// Builds the engine and loads every configured component. Fails, naming
     /// the component and file, if one cannot be read, compiled or linked.
-    pub async fn load(config: &Config, db: Database, clock: SharedClock) -> anyhow::Result<Runtime> {
+    pub async fn load(
+        config: &Config,
+        db: Database,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Runtime> {
         let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
         let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES))?;
         let ticker = engine::EpochTicker::start(&engine)?;
@@ -77,7 +97,10 @@ impl Runtime {
             connector_linker,
             registry: Registry::default(),
             breakers,
+            connectors: connectors.clone(),
             db,
+            breaker_rejections: metrics.counter(telemetry::metrics::ADMISSION_REJECTED, &[("reason", "breaker_open")]),
+            metrics,
         };
         runtime.load_components(config, connectors).await?;
         Ok(runtime)
@@ -96,6 +119,7 @@ impl Runtime {
                 config: component.config.clone(),
                 connectors: connectors.clone(),
                 allowed_hosts: component.allowed_hosts.clone(),
+                metrics: self.metrics.clone(),
             };
             let engine = self.engine.clone();
             let linker = match component.world {
@@ -120,6 +144,37 @@ impl Runtime {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Where invocation and component metrics are recorded.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Names of the configured components (one breaker each).
+    pub fn component_names(&self) -> impl Iterator<Item = &str> {
+        self.breakers.keys().map(String::as_str)
+    }
+
+    /// Names of the configured connectors.
+    pub fn connector_names(&self) -> impl Iterator<Item = &str> {
+        self.connectors.iter().map(String::as_str)
+    }
+
+    /// Every breaker, by component name.
+    pub fn breakers(&self) -> impl Iterator<Item = (&str, &Arc<CircuitBreaker>)> {
+        self.breakers.iter().map(|(name, breaker)| (name.as_str(), breaker))
+    }
+
+    /// Instances and memory held by the pooling allocator.
+    pub fn pool_usage(&self) -> Option<PoolUsage> {
+        let pool = self.engine.pooling_allocator_metrics()?;
+        Some(PoolUsage {
+            component_instances: pool.component_instances(),
+            memories: pool.memories() as u64,
+            unused_warm_memories: u64::from(pool.unused_warm_memories()),
+            unused_memory_bytes_resident: pool.unused_memory_bytes_resident() as u64,
+        })
     }
 
     /// The circuit breaker of a component.

@@ -79,6 +79,7 @@ mod tests {
             config: BTreeMap::new(),
             connectors: Arc::new(BTreeSet::new()),
             allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+            metrics: crate::telemetry::metrics::Metrics::new(1),
         };
         OutboundPolicy::new(Arc::new(component), Arc::from("r"))
     }

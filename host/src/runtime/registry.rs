@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +21,7 @@ use super::invoke::Outcome;
 use super::state::{ComponentContext, InvocationState};
 use crate::config::{EffectiveLimits, World};
 use crate::db::Database;
+use crate::telemetry::metrics::{ComponentMetrics, Metrics};
 
 /// Hex digits of the content hash used as the version in logs, labels and
 /// headers; the full hash is kept alongside.
@@ -40,15 +41,27 @@ pub struct Deployed {
     pub(crate) limits: EffectiveLimits,
     pub(crate) pre: Prepared,
     pub(crate) compile_ms: u64,
+    /// Cached metric handles of this version.
+    pub(crate) metrics: ComponentMetrics,
     /// Invocations of this version by outcome.
     counts: [AtomicU64; Outcome::ALL.len()],
+    /// Index + 1 into `Outcome::ALL` of the latest outcome; 0 for none.
+    last_outcome: AtomicU8,
 }
 
 impl Deployed {
-    pub(crate) fn count(&self, outcome: Outcome) {
-        if let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts an outcome and publishes its costs.
+    pub(crate) fn count(&self, outcome: Outcome, latency: Duration, fuel: u64, memory_peak: usize) {
+        let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) else { return };
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.last_outcome.store(i as u8 + 1, Ordering::Relaxed);
+        self.metrics.record(i, outcome != Outcome::Rejected, latency, fuel, memory_peak);
+    }
+
+    /// The most recent outcome, if any.
+    fn last_outcome(&self) -> Option<Outcome> {
+        let i = self.last_outcome.load(Ordering::Relaxed);
+        Outcome::ALL.get(usize::from(i).checked_sub(1)?).copied()
     }
 }
 
@@ -83,6 +96,7 @@ pub struct ComponentInfo {
     pub digest: String,
     /// Invocations of the active version by outcome.
     pub invocations: BTreeMap<&'static str, u64>,
+    pub last_outcome: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -123,6 +137,7 @@ impl Registry {
                     .zip(&d.counts)
                     .map(|(outcome, n)| (outcome.as_str(), n.load(Ordering::Relaxed)))
                     .collect(),
+                last_outcome: d.last_outcome().map(Outcome::as_str),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -139,6 +154,7 @@ pub(crate) struct Source {
     pub config: BTreeMap<String, String>,
     pub connectors: Arc<BTreeSet<String>>,
     pub allowed_hosts: Vec<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Reads, compiles, links (with the linker of the component's world) and
@@ -186,15 +202,19 @@ pub(crate) async fn prepare(
         config: source.config,
         connectors: source.connectors,
         allowed_hosts: source.allowed_hosts.into(),
+        metrics: source.metrics.clone(),
     });
+    let version: Arc<str> = Arc::from(&digest[..SHORT_VERSION_LEN]);
     let deployed = Deployed {
         context,
-        version: Arc::from(&digest[..SHORT_VERSION_LEN]),
+        metrics: source.metrics.component(&name, &version),
+        version,
         digest,
         limits: source.limits,
         pre,
         compile_ms,
         counts: Default::default(),
+        last_outcome: AtomicU8::new(0),
     };
     smoke_instantiate(engine, db, &deployed)
         .await

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
 use crate::db::UnitOfWork;
+use crate::telemetry::metrics::Metrics;
 
 /// Settings of a component that its capabilities consult on every call;
 /// shared by all of its invocations.
@@ -27,6 +28,8 @@ pub struct ComponentContext {
     pub connectors: Arc<BTreeSet<String>>,
     /// Authorities (`host:port`) outgoing HTTP may reach; empty for handlers.
     pub allowed_hosts: Arc<[String]>,
+    /// Where the component's own metrics go.
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct InvocationState {

@@ -7,6 +7,8 @@
 mod admin;
 mod components;
 mod health;
+mod http_metrics;
+mod metrics_endpoint;
 mod request_id;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::error::AppError;
 use crate::runtime::Runtime;
+use crate::telemetry::metrics::Metrics;
 
 pub use admin::{AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
 pub use request_id::RequestId;
@@ -33,6 +36,7 @@ pub struct AppState {
     /// The time breakers, backoff and leases read.
     pub clock: SharedClock,
     pub admin: Arc<AdminAuth>,
+    pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
 
@@ -43,10 +47,17 @@ pub fn app(config: &Config, state: AppState) -> Router {
         .merge(components)
         .merge(health::router())
         .merge(admin::router(state.clone()))
+        .merge(metrics_endpoint::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), http_metrics::middleware))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// Only `/metrics`, for a separate metrics listener.
+pub fn metrics_app(state: AppState) -> Router {
+    metrics_endpoint::router().with_state(state)
 }
 
 async fn no_route(method: Method, uri: Uri) -> AppError {

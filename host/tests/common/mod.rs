@@ -266,6 +266,11 @@ impl TestHost {
         })
     }
 
+    /// The name of this test's PostgreSQL database, if it has one.
+    pub fn pg_database_name(&self) -> Option<String> {
+        self.pg_database.as_ref().map(|(_, name)| name.clone())
+    }
+
     pub fn client() -> reqwest::Client {
         reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
     }
