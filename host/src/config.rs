@@ -56,6 +56,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The directory relative paths are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -191,6 +193,22 @@ impl Default for ConnectorConfig {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
         }
+    }
+}
+
+/// Admin API settings (the token comes from the environment, never a file).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Largest component upload; bigger bodies get 413 while streaming.
+    pub max_upload_bytes: usize,
+    /// Versions kept per component for rollback.
+    pub keep_versions: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { max_upload_bytes: 50 * 1024 * 1024, keep_versions: 5 }
     }
 }
 
@@ -346,6 +364,11 @@ impl Config {
             if connector.backoff_max_ms < connector.backoff_base_ms {
                 bail!("connector {name}: backoff_max_ms must be at least backoff_base_ms");
             }
+        }
+        if self.admin.keep_versions < 2 || self.admin.max_upload_bytes == 0 {
+            bail!(
+                "[admin] keep_versions must be at least 2 (the active one and one to roll back to) and max_upload_bytes positive"
+            );
         }
         let outbox = &self.outbox;
         if outbox.batch_size == 0 || outbox.concurrency == 0 || outbox.lease_ms == 0 || outbox.poll_interval_ms == 0 {

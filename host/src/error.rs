@@ -21,6 +21,10 @@ pub enum AppError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
     /// The component's circuit breaker is open; try again later.
     #[error("the component is temporarily unavailable")]
     CircuitOpen { retry_after_secs: u64 },
@@ -43,6 +47,8 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::ComponentFailed { .. } | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::ComponentTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -8,7 +8,7 @@
 //! Crate map:
 //! - [`config`]: the `switchyard.toml` schema and its validation.
 //! - [`runtime`]: the only module that drives wasmtime — engine, registry of
-//!   loaded components, one invocation.
+//!   loaded components, one invocation, hot swap and rollback.
 //! - [`capabilities`]: the host side of each interface components import.
 //! - [`outbox`]: the dispatcher that delivers outbox messages through
 //!   connector components, with retries, leases and dead letters.
@@ -17,7 +17,8 @@
 //! - [`db`]: the sqlx pool (SQLite or PostgreSQL), migrations and queries.
 //! - [`server`]: axum routes, health probes, request ids.
 //! - [`error`]: the one error type HTTP handlers return.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup and every Prometheus metric.
+//! - [`watch`]: `serve --watch`, redeploying components whose files change.
 //!
 //! [`run`] serves a config on a listener until a shutdown future resolves,
 //! so tests bind port 0 and stop the server cleanly.
@@ -32,6 +33,7 @@ pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +73,7 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
         metrics,
         clock,
         admin: Arc::new(AdminAuth::from_env()),
+        max_upload_bytes: config.admin.max_upload_bytes,
         started: Instant::now(),
     })
 }

@@ -23,6 +23,59 @@ enum Command {
     Serve(ServeArgs),
     /// Validate the config and compile and link every component, then exit.
     Check(ConfigArgs),
+    /// Upload a new version of a component to a running host.
+    Deploy {
+        /// The component's name in the config.
+        name: String,
+        /// The `.wasm` component file.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Swap a component back to its previous version, or to --version.
+    Rollback {
+        name: String,
+        /// A stored version: full content hash or a unique prefix.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the components of a running host and their versions.
+    Components {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; fails naming the first row that does not match.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Overrides `[database] url`.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// The host's address.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin bearer token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Recorded in the audit log as who acted.
+    #[arg(long, env = "USER", default_value = "cli")]
+    actor: String,
 }
 
 #[derive(Args)]
@@ -49,6 +102,9 @@ struct ServeArgs {
     /// SWITCHYARD_ADMIN_TOKEN is unset.
     #[arg(long)]
     insecure_admin: bool,
+    /// Development only: redeploy a component when its file changes.
+    #[arg(long)]
+    watch: bool,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +120,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(args).await,
+            Command::Deploy { name, file, admin } => deploy(&name, &file, &admin).await,
+            Command::Rollback { name, version, admin } => rollback(&name, version.as_deref(), &admin).await,
+            Command::Components { admin } => components(&admin).await,
+            Command::Audit { command: AuditCommand::Verify { config, database_url } } => {
+                audit_verify(&config, database_url).await
+            }
         }
     });
     match result {
@@ -93,6 +155,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("admin API open without a token (--insecure-admin): development use only");
     }
     state.admin = std::sync::Arc::new(switchyard::server::AdminAuth::new(token, args.insecure_admin));
+    if args.watch {
+        switchyard::watch::start(&config, state.runtime.clone());
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.server.listen))?;
@@ -114,6 +179,67 @@ async fn check(args: ConfigArgs) -> anyhow::Result<()> {
     }
     println!("{}: {} components, {} routes", args.config.display(), config.components.len(), config.routes.len());
     Ok(())
+}
+
+fn admin_client(admin: &AdminArgs) -> anyhow::Result<(reqwest::Client, reqwest::header::HeaderMap)> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &admin.token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
+    headers.insert(switchyard::server::ACTOR_HEADER, admin.actor.parse()?);
+    Ok((reqwest::Client::new(), headers))
+}
+
+/// Prints a JSON answer, or fails with the host's error message.
+async fn answer(response: reqwest::Response) -> anyhow::Result<()> {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let message = body["error"].as_str().unwrap_or("no details");
+        anyhow::bail!("{status}: {message}");
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+async fn deploy(name: &str, file: &std::path::Path, admin: &AdminArgs) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+    let (client, headers) = admin_client(admin)?;
+    let url = format!("{}/admin/components/{name}", admin.url.trim_end_matches('/'));
+    answer(client.put(url).headers(headers).body(bytes).send().await?).await
+}
+
+async fn rollback(name: &str, version: Option<&str>, admin: &AdminArgs) -> anyhow::Result<()> {
+    let (client, headers) = admin_client(admin)?;
+    let mut url = format!("{}/admin/components/{name}/rollback", admin.url.trim_end_matches('/'));
+    if let Some(version) = version {
+        url.push_str(&format!("?version={version}"));
+    }
+    answer(client.post(url).headers(headers).send().await?).await
+}
+
+async fn components(admin: &AdminArgs) -> anyhow::Result<()> {
+    let (client, headers) = admin_client(admin)?;
+    let url = format!("{}/admin/components", admin.url.trim_end_matches('/'));
+    answer(client.get(url).headers(headers).send().await?).await
+}
+
+async fn audit_verify(args: &ConfigArgs, database_url: Option<String>) -> anyhow::Result<()> {
+    let url = match database_url {
+        Some(url) => url,
+        None => Config::load(&args.config)?.database.url,
+    };
+    let clock = std::sync::Arc::new(switchyard::clock::SystemClock);
+    let db = switchyard::db::Database::connect(&url, 1, clock).await?;
+    let verdict = db.audit_verify().await?;
+    db.close().await;
+    match verdict {
+        Ok(rows) => {
+            println!("audit log intact: {rows} rows");
+            Ok(())
+        }
+        Err(broken) => anyhow::bail!("audit log broken at row {}: {}", broken.seq, broken.problem),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -52,8 +52,8 @@ fn check_rejects_bad_apps_naming_the_problem() {
     let cases = [
         ("[server]\nlisen = 1\n", "unknown field `lisen`"),
         ("[components.a]\npath = \"missing.wasm\"\n", "missing.wasm"),
-        ("[components.a]\npath = \"garbage.wasm\"\n", "is not a valid WebAssembly component"),
-        ("[components.a]\npath = \"core.wasm\"\n", "is not a valid WebAssembly component"),
+        ("[components.a]\npath = \"garbage.wasm\"\n", "garbage.wasm: not a WebAssembly binary"),
+        ("[components.a]\npath = \"core.wasm\"\n", "core.wasm: a core WebAssembly module, not a component"),
         ("[components.a]\npath = \"empty.wasm\"\n", "does not implement the world switchyard:platform/handler"),
         (
             "[components.a]\npath = \"h.wasm\"\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\ncomponent = \"a\"\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\ncomponent = \"a\"\n",

@@ -8,6 +8,8 @@
 
 mod unit_of_work;
 
+pub mod audit;
+pub mod deployments;
 pub mod outbox;
 
 use std::str::FromStr;

@@ -8,6 +8,7 @@
 //! (or `capabilities/`, which implements the imports).
 
 pub mod bindings;
+mod deploy;
 pub mod engine;
 pub mod invoke;
 mod outbound;
@@ -28,11 +29,12 @@ use crate::db::Database;
 use crate::resilience::CircuitBreaker;
 use crate::telemetry::{self, metrics::Metrics};
 
+pub use deploy::{ComponentDetails, DeployError, DeployReport};
 pub use invoke::{
     Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
     OutcomeRecord,
 };
-pub use registry::{ComponentInfo, Registry};
+pub use registry::{ComponentInfo, PrepareError, Registry};
 
 /// A snapshot of the pooling allocator, for gauges.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +60,12 @@ pub struct Runtime {
     breakers: HashMap<String, Arc<CircuitBreaker>>,
     db: Database,
     metrics: Arc<Metrics>,
+    /// How each configured component runs, for preparing new versions.
+    sources: HashMap<String, registry::Source>,
+    /// One deploy or rollback at a time, so "previous" is well defined.
+    deploy_lock: tokio::sync::Mutex<()>,
+    /// Stored versions kept per component.
+    keep_versions: usize,
     /// Configured connector names, for per-connector gauges.
     connectors: Arc<BTreeSet<String>>,
     /// Requests refused by an open handler breaker.
@@ -90,8 +98,27 @@ impl Runtime {
             .iter()
             .map(|(name, c)| (name.clone(), CircuitBreaker::new(Arc::from(name.as_str()), c.breaker, clock.clone())))
             .collect();
+        let sources = config
+            .components
+            .iter()
+            .map(|(name, component)| {
+                let source = registry::Source {
+                    name: name.clone(),
+                    world: component.world,
+                    limits: config.limits_for(component),
+                    config: component.config.clone(),
+                    connectors: connectors.clone(),
+                    allowed_hosts: component.allowed_hosts.clone(),
+                    metrics: metrics.clone(),
+                };
+                (name.clone(), source)
+            })
+            .collect();
         let runtime = Runtime {
             engine,
+            sources,
+            deploy_lock: tokio::sync::Mutex::new(()),
+            keep_versions: config.admin.keep_versions,
             _ticker: ticker,
             handler_linker,
             connector_linker,
@@ -102,32 +129,57 @@ impl Runtime {
             breaker_rejections: metrics.counter(telemetry::metrics::ADMISSION_REJECTED, &[("reason", "breaker_open")]),
             metrics,
         };
-        runtime.load_components(config, connectors).await?;
+        runtime.load_components(config).await?;
         Ok(runtime)
     }
 
-    async fn load_components(&self, config: &Config, connectors: Arc<BTreeSet<String>>) -> anyhow::Result<()> {
+    /// Loads every component: the version last deployed through the admin
+    /// API when there is one (it outlives restarts), else the config file's,
+    /// which is then recorded as the first deployment.
+    async fn load_components(&self, config: &Config) -> anyhow::Result<()> {
         // Compile concurrently: Cranelift work runs on blocking threads and
         // each component is independent.
         let mut tasks = tokio::task::JoinSet::new();
         for (name, component) in &config.components {
-            let source = registry::Source {
-                name: name.clone(),
-                world: component.world,
-                path: config.component_path(component),
-                limits: config.limits_for(component),
-                config: component.config.clone(),
-                connectors: connectors.clone(),
-                allowed_hosts: component.allowed_hosts.clone(),
-                metrics: self.metrics.clone(),
+            let path = config.component_path(component);
+            let file_bytes = tokio::fs::read(&path)
+                .await
+                .with_context(|| format!("component {name}: cannot read {}", path.display()))?;
+            let file_digest = registry::digest(&file_bytes);
+            let last = self.db.deployments(name, 1).await?.into_iter().next();
+            let (bytes, origin) = match last {
+                Some(last) if last.digest != file_digest => {
+                    match self.db.component_version(name, &last.digest).await? {
+                        Some((_, stored)) => {
+                            tracing::info!(
+                                component = name,
+                                version = &last.digest[..12],
+                                file_version = &file_digest[..12],
+                                "serving the last deployed version, not the config file's"
+                            );
+                            (stored, format!("stored version {}", &last.digest[..12]))
+                        }
+                        None => (file_bytes, path.display().to_string()),
+                    }
+                }
+                Some(_) => (file_bytes, path.display().to_string()),
+                None => {
+                    self.db
+                        .record_deployment(name, &file_digest, &file_bytes, "config", "config", self.keep_versions)
+                        .await?;
+                    (file_bytes, path.display().to_string())
+                }
             };
+            let source = self.sources.get(name).cloned().context("component without a source")?;
             let engine = self.engine.clone();
-            let linker = match component.world {
-                World::Handler => self.handler_linker.clone(),
-                World::Connector => self.connector_linker.clone(),
-            };
+            let linker = self.linker(component.world).clone();
             let db = self.db.clone();
-            tasks.spawn(async move { registry::prepare(&engine, &linker, &db, source).await });
+            tasks.spawn(async move {
+                let name = source.name.clone();
+                registry::prepare(&engine, &linker, &db, &source, bytes)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("component {name}: {origin}: {err}"))
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             let deployed = joined.context("component loader panicked")??;
@@ -140,6 +192,13 @@ impl Runtime {
             self.registry.insert(deployed);
         }
         Ok(())
+    }
+
+    fn linker(&self, world: World) -> &Linker<InvocationState> {
+        match world {
+            World::Handler => &self.handler_linker,
+            World::Connector => &self.connector_linker,
+        }
     }
 
     pub fn registry(&self) -> &Registry {

@@ -5,12 +5,10 @@
 //! started with even if the entry is replaced while it runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -145,11 +143,12 @@ impl Registry {
     }
 }
 
-/// Where a component comes from and how it is to run.
+/// How a component runs, whatever bytes it is given: kept per component so
+/// a deploy can prepare a new version with the same settings.
+#[derive(Clone)]
 pub(crate) struct Source {
     pub name: String,
     pub world: World,
-    pub path: PathBuf,
     pub limits: EffectiveLimits,
     pub config: BTreeMap<String, String>,
     pub connectors: Arc<BTreeSet<String>>,
@@ -157,28 +156,63 @@ pub(crate) struct Source {
     pub metrics: Arc<Metrics>,
 }
 
-/// Reads, compiles, links (with the linker of the component's world) and
-/// smoke-instantiates one component.
+/// Why bytes could not become a running component. Each is the uploader's
+/// problem, not the host's, and says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("not a WebAssembly binary (precompiled .cwasm artifacts are never accepted)")]
+    NotWasm,
+    #[error("a core WebAssembly module, not a component: wrap it with `wasm-tools component new`")]
+    CoreModule,
+    #[error("does not compile: {0}")]
+    Compile(String),
+    #[error("compiling took longer than {0} s")]
+    CompileTimeout(u64),
+    #[error("does not implement the world switchyard:platform/{world}: {detail}")]
+    WrongWorld { world: &'static str, detail: String },
+    #[error("fails to start: {0}")]
+    Start(String),
+}
+
+/// The leading bytes of a component binary, and of a core module.
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+/// Bound on compiling one upload; Cranelift cannot be interrupted, but the
+/// deploy stops waiting and says so.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The sha256 of component bytes, in hex: a version's identity.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Compiles, links (with the linker of the component's world) and
+/// smoke-instantiates one version of a component.
 pub(crate) async fn prepare(
     engine: &Engine,
     linker: &Linker<InvocationState>,
     db: &Database,
-    source: Source,
-) -> anyhow::Result<Deployed> {
-    let name = source.name.clone();
-    let path = source.path.clone();
-    let bytes =
-        tokio::fs::read(&path).await.with_context(|| format!("component {name}: cannot read {}", path.display()))?;
-    let digest = hex(&Sha256::digest(&bytes));
+    source: &Source,
+    bytes: Vec<u8>,
+) -> Result<Deployed, PrepareError> {
+    match bytes.get(..8) {
+        Some(header) if header == COMPONENT_HEADER => {}
+        Some(header) if header == CORE_MODULE_HEADER => return Err(PrepareError::CoreModule),
+        _ => return Err(PrepareError::NotWasm),
+    }
+    let digest = digest(&bytes);
     let started = Instant::now();
-    let compiled = tokio::task::spawn_blocking({
+    let compile = tokio::task::spawn_blocking({
         let engine = engine.clone();
+        // `from_binary` only accepts wasm, never precompiled native code.
         move || Component::from_binary(&engine, &bytes)
-    })
-    .await
-    .context("compiler task panicked")?
-    .map_err(anyhow::Error::from)
-    .with_context(|| format!("component {name}: {} is not a valid WebAssembly component", path.display()))?;
+    });
+    let compiled = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
+        Err(_) => return Err(PrepareError::CompileTimeout(COMPILE_TIMEOUT.as_secs())),
+        Ok(Err(join)) => return Err(PrepareError::Compile(format!("compiler task failed: {join}"))),
+        Ok(Ok(Err(err))) => return Err(PrepareError::Compile(format!("{err:#}"))),
+        Ok(Ok(Ok(compiled))) => compiled,
+    };
     let compile_ms = started.elapsed().as_millis() as u64;
 
     let world = source.world;
@@ -188,26 +222,19 @@ pub(crate) async fn prepare(
             World::Handler => HandlerPre::new(pre).map(Prepared::Handler),
             World::Connector => ConnectorPre::new(pre).map(Prepared::Connector),
         })
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "component {name}: {} does not implement the world switchyard:platform/{}",
-                path.display(),
-                world.as_str()
-            )
-        })?;
+        .map_err(|err| PrepareError::WrongWorld { world: world.as_str(), detail: format!("{err:#}") })?;
 
     let context = Arc::new(ComponentContext {
         name: Arc::from(source.name.as_str()),
-        config: source.config,
-        connectors: source.connectors,
-        allowed_hosts: source.allowed_hosts.into(),
+        config: source.config.clone(),
+        connectors: source.connectors.clone(),
+        allowed_hosts: source.allowed_hosts.clone().into(),
         metrics: source.metrics.clone(),
     });
     let version: Arc<str> = Arc::from(&digest[..SHORT_VERSION_LEN]);
     let deployed = Deployed {
         context,
-        metrics: source.metrics.component(&name, &version),
+        metrics: source.metrics.component(&source.name, &version),
         version,
         digest,
         limits: source.limits,
@@ -216,9 +243,7 @@ pub(crate) async fn prepare(
         counts: Default::default(),
         last_outcome: AtomicU8::new(0),
     };
-    smoke_instantiate(engine, db, &deployed)
-        .await
-        .with_context(|| format!("component {name}: {} fails to start", path.display()))?;
+    smoke_instantiate(engine, db, &deployed).await.map_err(|err| PrepareError::Start(format!("{err:#}")))?;
     Ok(deployed)
 }
 

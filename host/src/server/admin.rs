@@ -1,11 +1,14 @@
-//! The admin API: outbox inspection and requeueing, behind a bearer token.
+//! The admin API — component deploys, rollbacks and listings, outbox
+//! inspection and requeueing — behind a bearer token.
 //!
 //! The token comes from `SWITCHYARD_ADMIN_TOKEN` and is compared in
 //! constant time. With no token configured every admin route refuses, unless
 //! the operator explicitly runs with `--insecure-admin` for local
 //! development.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +19,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::db::audit::AuditEntry;
 use crate::error::AppError;
+use crate::runtime::{DeployError, PrepareError};
 
+/// Names the person or system behind an admin call, for the audit log.
+pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 /// Environment variable holding the admin bearer token.
 pub const TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
 /// Most rows one inspection returns.
@@ -58,11 +65,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn router(state: AppState) -> Router<AppState> {
+pub fn router(state: AppState, max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/admin/outbox", get(outbox))
         .route("/admin/outbox/{id}/retry", post(retry))
+        .route("/admin/components", get(list_components))
+        .route("/admin/components/{name}", get(component).put(deploy).layer(DefaultBodyLimit::max(max_upload_bytes)))
+        .route("/admin/components/{name}/rollback", post(rollback))
         .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Who the caller says they are, for the audit log; the token proves only
+/// that they may act.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .unwrap_or("admin")
+        .to_owned()
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -70,6 +91,18 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         return next.run(request).await;
     }
     tracing::warn!(path = request.uri().path(), "admin request refused: missing or wrong token");
+    let reason = if request.headers().contains_key(header::AUTHORIZATION) { "wrong token" } else { "missing token" };
+    let entry = AuditEntry {
+        actor: actor(request.headers()),
+        action: "auth".into(),
+        component: None,
+        version: None,
+        result: "denied".into(),
+        reason: Some(format!("{reason}: {} {}", request.method(), request.uri().path())),
+    };
+    if let Err(err) = state.db.audit(&entry).await {
+        tracing::error!(error = %err, "cannot write the audit log");
+    }
     let mut response =
         (StatusCode::UNAUTHORIZED, Json(json!({ "error": "admin token missing or invalid" }))).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
@@ -110,6 +143,84 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<
         Ok(Json(json!({ "id": id, "status": "PENDING" })))
     } else {
         Err(AppError::NotFound(format!("no dead message {id}")))
+    }
+}
+
+/// Every loaded component with its active version.
+async fn list_components(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "components": state.runtime.registry().list() }))
+}
+
+/// A component's active version, when and by whom it was deployed, its
+/// history and the stored versions it can roll back to.
+async fn component(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, AppError> {
+    match state.runtime.component_details(&name).await.map_err(anyhow::Error::from)? {
+        Some(details) => Ok(Json(json!(details))),
+        None => Err(AppError::NotFound(format!("no component named {name}"))),
+    }
+}
+
+/// Uploads a new version: body = the component's bytes.
+async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    let actor = actor(&headers);
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            let err = match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.max_upload_bytes },
+                _ => AppError::BadRequest(rejection.body_text()),
+            };
+            let entry = AuditEntry {
+                actor,
+                action: "deploy".into(),
+                component: Some(name),
+                version: None,
+                result: "rejected".into(),
+                reason: Some(err.to_string()),
+            };
+            if let Err(audit_err) = state.db.audit(&entry).await {
+                tracing::error!(error = %audit_err, "cannot write the audit log");
+            }
+            return Err(err);
+        }
+    };
+    let report = state.runtime.deploy(&name, bytes.to_vec(), &actor).await.map_err(deploy_error)?;
+    Ok(Json(json!(report)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackQuery {
+    version: Option<String>,
+}
+
+/// Back to the previous version, or to `?version=`.
+async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<RollbackQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let report =
+        state.runtime.rollback(&name, query.version.as_deref(), &actor(&headers)).await.map_err(deploy_error)?;
+    Ok(Json(json!(report)))
+}
+
+/// Rejections say why: these messages are for the operator who uploaded.
+fn deploy_error(err: DeployError) -> AppError {
+    match err {
+        DeployError::UnknownComponent(_) | DeployError::UnknownVersion { .. } => AppError::NotFound(err.to_string()),
+        DeployError::NoPrevious(_) => AppError::Conflict(err.to_string()),
+        DeployError::Rejected(PrepareError::NotWasm | PrepareError::CoreModule) => {
+            AppError::BadRequest(err.to_string())
+        }
+        DeployError::Rejected(_) => AppError::Unprocessable(err.to_string()),
+        DeployError::Storage(_) => AppError::Internal(err.into()),
     }
 }
 

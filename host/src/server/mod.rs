@@ -25,7 +25,7 @@ use crate::error::AppError;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
 
-pub use admin::{AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
+pub use admin::{ACTOR_HEADER, AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
 pub use request_id::RequestId;
 
 /// Shared by every handler.
@@ -36,6 +36,8 @@ pub struct AppState {
     /// The time breakers, backoff and leases read.
     pub clock: SharedClock,
     pub admin: Arc<AdminAuth>,
+    /// Largest component upload the admin API takes.
+    pub max_upload_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
@@ -46,7 +48,7 @@ pub fn app(config: &Config, state: AppState) -> Router {
     Router::new()
         .merge(components)
         .merge(health::router())
-        .merge(admin::router(state.clone()))
+        .merge(admin::router(state.clone(), config.admin.max_upload_bytes))
         .merge(metrics_endpoint::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -128,6 +128,14 @@ fn config_with(database_url: &str, extra: &str) -> Config {
         [components.slow]
         path = "slow.wasm"
         limits = {{ fuel = 1_000_000_000_000_000, timeout_ms = 300 }}
+        # The slow guest under a long deadline: keeps a request in flight.
+        [components.spin]
+        path = "slow.wasm"
+        limits = {{ fuel = 1_000_000_000_000_000, timeout_ms = 60_000 }}
+
+        [admin]
+        max_upload_bytes = 1_048_576
+        keep_versions = 3
 
         {connectors}
         {extra}
@@ -165,6 +173,10 @@ fn config_with(database_url: &str, extra: &str) -> Config {
         method = "GET"
         path = "/slow"
         component = "slow"
+        [[routes]]
+        method = "GET"
+        path = "/spin"
+        component = "spin"
         "#
     );
     match Config::parse(&text, dir) {
@@ -237,20 +249,7 @@ impl TestHost {
             }
         };
         let clock = ManualClock::starting_now();
-        let mut state = switchyard::prepare_with_clock(&config, Arc::new(clock.clone())).await.expect("host prepares");
-        state.admin = Arc::new(AdminAuth::new(Some(ADMIN_TOKEN.to_owned()), false));
-        let db = state.db.clone();
-        let runtime = state.runtime.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel();
-        let serve_config = config.clone();
-        let task = tokio::spawn(async move {
-            switchyard::serve(&serve_config, state, listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let (url, db, runtime, shutdown, task) = serve(&config, &clock).await;
         Some(TestHost {
             url,
             db,
@@ -259,13 +258,58 @@ impl TestHost {
             clock,
             simulator,
             simulator_stop,
-            shutdown: Some(tx),
+            shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,
             pg_database,
         })
     }
 
+    /// Stops the server and starts a new one on the same database, as a
+    /// process restart would.
+    pub async fn restart(mut self) -> TestHost {
+        self.stop_server().await;
+        let (url, db, runtime, shutdown, task) = serve(&self.config, &self.clock).await;
+        self.url = url;
+        self.db = db;
+        self.runtime = runtime;
+        self.shutdown = Some(shutdown);
+        self.task = Some(task);
+        self
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+        self.db.close().await;
+    }
+}
+
+type Served = (String, Database, Arc<Runtime>, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
+
+async fn serve(config: &Config, clock: &ManualClock) -> Served {
+    let mut state = switchyard::prepare_with_clock(config, Arc::new(clock.clone())).await.expect("host prepares");
+    state.admin = Arc::new(AdminAuth::new(Some(ADMIN_TOKEN.to_owned()), false));
+    let db = state.db.clone();
+    let runtime = state.runtime.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = oneshot::channel();
+    let serve_config = config.clone();
+    let task = tokio::spawn(async move {
+        switchyard::serve(&serve_config, state, listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    (url, db, runtime, tx, task)
+}
+
+impl TestHost {
     /// The name of this test's PostgreSQL database, if it has one.
     pub fn pg_database_name(&self) -> Option<String> {
         self.pg_database.as_ref().map(|(_, name)| name.clone())
@@ -277,13 +321,7 @@ impl TestHost {
 
     /// Stops the server and drops a per-test PostgreSQL database.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server ran cleanly");
-        }
-        self.db.close().await;
+        self.stop_server().await;
         if let Some(stop) = self.simulator_stop.take() {
             let _ = stop.send(());
         }

@@ -1,0 +1,186 @@
+//! Hot swap: deploy a new version of a component, or roll back to a stored
+//! one, while traffic flows.
+//!
+//! A version is prepared completely — parsed, compiled off the async
+//! threads with a bound, type-checked against its world, smoke-instantiated
+//! — before the registry entry is swapped in one atomic step. Requests that
+//! already hold the old version finish on it. Every attempt, accepted or not,
+//! is audited and counted.
+
+use super::Runtime;
+use super::registry::{self, PrepareError};
+use crate::db::DbError;
+use crate::db::audit::AuditEntry;
+use crate::db::deployments::DeploymentRow;
+use crate::telemetry::metrics::{DEPLOYMENTS, VERSION_INFO};
+
+/// What an accepted deploy or rollback did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeployReport {
+    pub name: String,
+    /// Short content hash of the version now serving.
+    pub version: String,
+    /// Short content hash of the version it replaced.
+    pub previous: Option<String>,
+    pub compile_ms: u64,
+}
+
+/// A component's active version and what it can roll back to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentDetails {
+    pub name: String,
+    pub world: &'static str,
+    pub version: String,
+    pub digest: String,
+    pub deployed_at: Option<i64>,
+    pub deployed_by: Option<String>,
+    /// Deploy history, newest first.
+    pub history: Vec<DeploymentRow>,
+    /// Stored versions (full digests) available for rollback.
+    pub stored_versions: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no component named {0:?} is configured")]
+    UnknownComponent(String),
+    #[error(transparent)]
+    Rejected(#[from] PrepareError),
+    #[error("no stored version of {component} matches {version:?}")]
+    UnknownVersion { component: String, version: String },
+    #[error("{0} has no previous version to roll back to")]
+    NoPrevious(String),
+    #[error("storage failed: {0}")]
+    Storage(#[from] DbError),
+}
+
+impl Runtime {
+    /// Prepares `bytes` as the new version of `name` and swaps it in.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>, actor: &str) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let size = bytes.len();
+        let result = self.prepare_and_swap(name, bytes, actor, "deploy").await;
+        self.audit_attempt("deploy", name, actor, &result, Some(size)).await;
+        result
+    }
+
+    /// Swaps `name` back to `version` (a full or short digest), or to the
+    /// version before the active one.
+    pub async fn rollback(&self, name: &str, version: Option<&str>, actor: &str) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let result =
+            async {
+                let active = self.registry.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+                let target = match version {
+                    Some(version) => version.to_owned(),
+                    None => self
+                        .db
+                        .deployments(name, 100)
+                        .await?
+                        .into_iter()
+                        .map(|row| row.digest)
+                        .find(|digest| *digest != active.digest)
+                        .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?,
+                };
+                let (_, bytes) = self.db.component_version(name, &target).await?.ok_or_else(|| {
+                    DeployError::UnknownVersion { component: name.to_owned(), version: target.clone() }
+                })?;
+                self.prepare_and_swap(name, bytes, actor, "rollback").await
+            }
+            .await;
+        self.audit_attempt("rollback", name, actor, &result, None).await;
+        result
+    }
+
+    async fn prepare_and_swap(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        actor: &str,
+        action: &str,
+    ) -> Result<DeployReport, DeployError> {
+        let source = self.sources.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        let linker = self.linker(source.world);
+        let deployed = registry::prepare(&self.engine, linker, &self.db, source, bytes.clone()).await?;
+        // Stored before it serves: a restart or another replica must find
+        // the bytes of whatever is active.
+        self.db.record_deployment(name, &deployed.digest, &bytes, action, actor, self.keep_versions).await?;
+        let report = DeployReport {
+            name: name.to_owned(),
+            version: deployed.version.to_string(),
+            previous: None,
+            compile_ms: deployed.compile_ms,
+        };
+        let digest = deployed.digest.clone();
+        let previous = self.registry.get(name);
+        // The atomic step: new requests get the new version from here on.
+        self.registry.insert(deployed);
+        if let Some(previous) = previous.as_ref().filter(|p| p.digest != digest) {
+            self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &previous.version)]).set(0.0);
+        }
+        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &report.version)]).set(1.0);
+        let report = DeployReport { previous: previous.map(|p| p.version.to_string()), ..report };
+        tracing::info!(
+            component = name,
+            version = report.version,
+            previous = report.previous,
+            compile_ms = report.compile_ms,
+            actor,
+            action,
+            "component swapped"
+        );
+        Ok(report)
+    }
+
+    async fn audit_attempt(
+        &self,
+        action: &str,
+        name: &str,
+        actor: &str,
+        result: &Result<DeployReport, DeployError>,
+        size: Option<usize>,
+    ) {
+        let (outcome, version, reason) = match result {
+            Ok(report) => ("accepted", Some(report.version.clone()), size.map(|s| format!("{s} bytes"))),
+            Err(err) => ("rejected", None, Some(err.to_string())),
+        };
+        let label = match (action, outcome) {
+            ("rollback", "accepted") => "rollback",
+            (_, outcome) => outcome,
+        };
+        if self.sources.contains_key(name) {
+            self.metrics.counter(DEPLOYMENTS, &[("component", name), ("result", label)]).increment(1);
+        }
+        if let Err(err) = &result {
+            tracing::warn!(component = name, actor, action, error = %err, "deploy refused");
+        }
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            component: Some(name.to_owned()),
+            version,
+            result: outcome.to_owned(),
+            reason,
+        };
+        if let Err(err) = self.db.audit(&entry).await {
+            tracing::error!(error = %err, component = name, action, "cannot write the audit log");
+        }
+    }
+
+    /// The active version of a component, its history and stored versions.
+    pub async fn component_details(&self, name: &str) -> Result<Option<ComponentDetails>, DbError> {
+        let Some(active) = self.registry.get(name) else { return Ok(None) };
+        let history = self.db.deployments(name, 20).await?;
+        let current = history.iter().find(|row| row.digest == active.digest);
+        Ok(Some(ComponentDetails {
+            name: name.to_owned(),
+            world: active.pre.world().as_str(),
+            version: active.version.to_string(),
+            digest: active.digest.clone(),
+            deployed_at: current.map(|row| row.deployed_at),
+            deployed_by: current.map(|row| row.actor.clone()),
+            stored_versions: self.db.stored_versions(name).await?,
+            history,
+        }))
+    }
+}
