@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard::clock::Clock;
 use switchyard::db::outbox::{NewMessage, Status};
 use switchyard::outbox::Dispatcher;
@@ -22,16 +22,6 @@ use common::{Backend, Delivery, TestHost, eventually};
 
 /// Generous bound on background work; never reached when things work.
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn stock(host: &TestHost, sku: &str, stock: u64) {
-    let response = TestHost::client()
-        .put(format!("{}/inventory/{sku}", host.url))
-        .json(&json!({ "stock": stock, "price_cents": 100 }))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(response.status(), StatusCode::OK);
-}
 
 async fn place_orders(host: &TestHost, n: usize, email: &str) {
     let client = TestHost::client();
@@ -64,7 +54,7 @@ fn ran(host: &TestHost, component: &str) -> u64 {
 
 async fn delivers_every_message(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
-    stock(host, "w", 100).await;
+    host.put_inventory("w", 100, 100).await;
     place_orders(host, 5, "ada@example.com").await;
     eventually("15 messages delivered", LIMIT, || async { count(host, Status::Delivered).await == 15 }).await;
     let received = simulator.received();
@@ -86,7 +76,7 @@ const SERIAL: Delivery = Delivery::Simulator { dispatch: true, concurrency: 1 };
 
 async fn outage_and_recovery(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
-    stock(host, "w", 1_000).await;
+    host.put_inventory("w", 1_000, 100).await;
     simulator.set_down(true).expect("down");
     place_orders(host, 200, "ada@example.com").await;
     assert_eq!(count(host, Status::Pending).await, 600);
@@ -132,7 +122,7 @@ on_both_backends!(outage_trips_breakers_and_recovery_delivers_all, outage_and_re
 async fn poison_message(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     simulator.reject_recipients(Some("poison".into())).expect("reject");
-    stock(host, "w", 100).await;
+    host.put_inventory("w", 100, 100).await;
     place_orders(host, 3, "ok@example.com").await;
     place_orders(host, 1, "poison@example.com").await;
     place_orders(host, 3, "ok@example.com").await;
@@ -150,41 +140,23 @@ async fn poison_message(host: &TestHost) {
     let client = TestHost::client();
     let unauthorized = client.get(format!("{}/admin/outbox", host.url)).send().await.unwrap();
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
-    let listed: Value = client
-        .get(format!("{}/admin/outbox?status=dead", host.url))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = host.admin(reqwest::Method::GET, "/admin/outbox?status=dead").await;
     assert_eq!(listed["messages"].as_array().unwrap().len(), 1);
     assert!(listed["counts"].as_array().unwrap().iter().any(|c| c["status"] == "DEAD" && c["count"] == 1));
     simulator.reject_recipients(None).expect("accept");
-    let retried = client
-        .post(format!("{}/admin/outbox/{}/retry", host.url, dead[0].id))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(retried.status(), StatusCode::OK);
+    let (retried, _) = host.admin(reqwest::Method::POST, &format!("/admin/outbox/{}/retry", dead[0].id)).await;
+    assert_eq!(retried, StatusCode::OK);
     eventually("the requeued message is delivered", LIMIT, || async { count(host, Status::Delivered).await == 21 })
         .await;
-    let again = client
-        .post(format!("{}/admin/outbox/{}/retry", host.url, dead[0].id))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::NOT_FOUND, "only DEAD messages can be requeued");
+    let (again, _) = host.admin(reqwest::Method::POST, &format!("/admin/outbox/{}/retry", dead[0].id)).await;
+    assert_eq!(again, StatusCode::NOT_FOUND, "only DEAD messages can be requeued");
 }
 on_both_backends!(poison_message_goes_dead_without_blocking_others, poison_message, Delivery::ON);
 
 async fn isolation(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     simulator.set_channel_down(Channel::Sms, true);
-    stock(host, "w", 100).await;
+    host.put_inventory("w", 100, 100).await;
     place_orders(host, 10, "ada@example.com").await;
     eventually("email and webhook delivered", LIMIT, || async {
         count_for(host, "email", "DELIVERED").await == 10 && count_for(host, "webhook", "DELIVERED").await == 10
@@ -260,7 +232,7 @@ on_both_backends!(four_dispatchers_deliver_each_message_once, many_dispatchers, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_outside_allowed_hosts_are_refused_as_permanent() {
     let host = TestHost::start_with(Backend::Sqlite, Delivery::Forbidden).await.expect("host");
-    stock(&host, "w", 10).await;
+    host.put_inventory("w", 10, 100).await;
     place_orders(&host, 1, "ada@example.com").await;
     eventually("all three dead", LIMIT, || async { count(&host, Status::Dead).await == 3 }).await;
     assert_eq!(host.simulator.as_ref().unwrap().received().requests, 0, "nothing left the host");

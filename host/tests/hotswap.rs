@@ -68,12 +68,7 @@ async fn audit_rows(host: &TestHost) -> Vec<switchyard::db::audit::AuditRow> {
 
 async fn swap_under_load(host: &TestHost) {
     let client = TestHost::client();
-    client
-        .put(format!("{}/inventory/w", host.url))
-        .json(&json!({ "stock": 1_000_000, "price_cents": 1 }))
-        .send()
-        .await
-        .unwrap();
+    host.put_inventory("w", 1_000_000, 1).await;
     let original = component_bytes("order-handler");
     let versions = [original.clone(), variant(&original, "v2")];
     let v1 = active_version(host, "order-handler");
@@ -223,32 +218,14 @@ async fn rollback_and_restart(host: TestHost) -> TestHost {
     let v2 = report["version"].as_str().unwrap().to_owned();
     assert_eq!(report["previous"], original.as_str());
 
-    let client = TestHost::client();
-    let rolled = client
-        .post(format!("{}/admin/components/order-handler/rollback", host.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rolled.status(), StatusCode::OK);
+    let (rolled, _) = host.admin(reqwest::Method::POST, "/admin/components/order-handler/rollback").await;
+    assert_eq!(rolled, StatusCode::OK);
     assert_eq!(active_version(&host, "order-handler"), original, "rolled back to the previous version");
-    let to_v2 = client
-        .post(format!("{}/admin/components/order-handler/rollback?version={v2}", host.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(to_v2.status(), StatusCode::OK);
+    let (to_v2, _) =
+        host.admin(reqwest::Method::POST, &format!("/admin/components/order-handler/rollback?version={v2}")).await;
+    assert_eq!(to_v2, StatusCode::OK);
     assert_eq!(active_version(&host, "order-handler"), v2);
-    let details: Value = client
-        .get(format!("{}/admin/components/order-handler", host.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, details) = host.admin(reqwest::Method::GET, "/admin/components/order-handler").await;
     assert_eq!(details["version"], v2.as_str());
     assert_eq!(details["history"].as_array().unwrap().len(), 4, "config, deploy, two rollbacks");
 

@@ -53,12 +53,7 @@ async fn request_id_reaches_host_component_and_dispatcher_logs() {
 
     let host = TestHost::start_with(Backend::Sqlite, Delivery::ON).await.expect("host");
     let client = TestHost::client();
-    client
-        .put(format!("{}/inventory/w", host.url))
-        .json(&json!({ "stock": 1, "price_cents": 5 }))
-        .send()
-        .await
-        .unwrap();
+    host.put_inventory("w", 1, 5).await;
     let order = json!({ "customer": "A", "email": "a@example.com", "phone": "1", "items": [{ "sku": "w", "qty": 1 }] });
     let response = client
         .post(format!("{}/orders", host.url))

@@ -39,11 +39,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn find(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file())
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -103,7 +98,7 @@ async fn traffic(host: &TestHost, orders: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_and_alerts_have_data_in_a_real_prometheus() {
-    let Some(binary) = find("prometheus") else {
+    let Some(binary) = common::find_program("prometheus") else {
         assert!(std::env::var_os("CI").is_none(), "prometheus must be installed in CI");
         eprintln!("skipping: prometheus not installed (Debian package prometheus)");
         return;
@@ -112,12 +107,7 @@ async fn dashboards_and_alerts_have_data_in_a_real_prometheus() {
     let target = host.url.trim_start_matches("http://").to_owned();
     let prometheus = start_prometheus(&binary, &target);
     let client = TestHost::client();
-    client
-        .put(format!("{}/inventory/w", host.url))
-        .json(&json!({ "stock": 100_000, "price_cents": 300 }))
-        .send()
-        .await
-        .unwrap();
+    host.put_inventory("w", 100_000, 300).await;
 
     eventually("prometheus scrapes the host", LIMIT, || async {
         query(&prometheus, "up{job=\"switchyard\"} == 1").await.len() == 1

@@ -72,12 +72,7 @@ async fn counters_match_a_known_sequence() {
     assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
     client.post(format!("{}/trap", host.url)).send().await.unwrap();
     client.get(format!("{}/loop", host.url)).send().await.unwrap();
-    client
-        .put(format!("{}/inventory/w", host.url))
-        .json(&json!({ "stock": 5, "price_cents": 1_250 }))
-        .send()
-        .await
-        .unwrap();
+    host.put_inventory("w", 5, 1_250).await;
     let order = json!({ "customer": "A", "email": "a@example.com", "phone": "1", "items": [{ "sku": "w", "qty": 2 }] });
     let created = client.post(format!("{}/orders", host.url)).json(&order).send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
@@ -133,7 +128,7 @@ async fn counters_match_a_known_sequence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposition_passes_promtool() {
-    let Ok(promtool) = which("promtool") else {
+    let Some(promtool) = common::find_program("promtool") else {
         assert!(std::env::var_os("CI").is_none(), "promtool must be installed in CI");
         eprintln!("skipping: promtool not installed (Debian package prometheus)");
         return;
@@ -154,12 +149,6 @@ async fn exposition_passes_promtool() {
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
     host.stop().await;
-}
-
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file()))
-        .ok_or(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,16 +11,6 @@ use switchyard::db::outbox::Status;
 
 use common::TestHost;
 
-async fn put_inventory(host: &TestHost, sku: &str, stock: u64, price_cents: u64) {
-    let response = TestHost::client()
-        .put(format!("{}/inventory/{sku}", host.url))
-        .json(&json!({ "stock": stock, "price_cents": price_cents }))
-        .send()
-        .await
-        .expect("PUT inventory");
-    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
-}
-
 fn order(items: Value) -> Value {
     json!({ "customer": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0000", "items": items })
 }
@@ -47,7 +37,7 @@ async fn pending(host: &TestHost) -> i64 {
 }
 
 async fn order_flow(host: &TestHost) {
-    put_inventory(host, "widget", 10, 250).await;
+    host.put_inventory("widget", 10, 250).await;
 
     let (status, created) = post_order(host, &order(json!([{ "sku": "widget", "qty": 3 }])), None).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -78,7 +68,7 @@ async fn order_flow(host: &TestHost) {
 on_both_backends!(order_flow_works, order_flow);
 
 async fn bad_input(host: &TestHost) {
-    put_inventory(host, "widget", 5, 100).await;
+    host.put_inventory("widget", 5, 100).await;
     let client = TestHost::client();
     let cases: Vec<(&str, String)> = vec![
         ("malformed JSON", "{\"customer\": ".to_owned()),
@@ -120,7 +110,7 @@ async fn bad_input(host: &TestHost) {
 on_both_backends!(bad_input_gets_400_and_changes_nothing, bad_input);
 
 async fn idempotency(host: &TestHost) {
-    put_inventory(host, "widget", 10, 100).await;
+    host.put_inventory("widget", 10, 100).await;
     let body = order(json!([{ "sku": "widget", "qty": 2 }]));
     let (first_status, first) = post_order(host, &body, Some("key-1")).await;
     assert_eq!(first_status, StatusCode::CREATED, "{first}");
@@ -154,8 +144,8 @@ async fn unit_of_work(host: &TestHost) {
     }
 
     // A partially reserved order that ends in 409 leaves stock untouched.
-    put_inventory(host, "a-sku", 5, 100).await;
-    put_inventory(host, "b-sku", 1, 100).await;
+    host.put_inventory("a-sku", 5, 100).await;
+    host.put_inventory("b-sku", 1, 100).await;
     let (status, _) =
         post_order(host, &order(json!([{ "sku": "a-sku", "qty": 2 }, { "sku": "b-sku", "qty": 2 }])), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -179,7 +169,7 @@ async fn unit_of_work(host: &TestHost) {
 on_both_backends!(failed_invocations_roll_back_everything, unit_of_work);
 
 async fn concurrency(host: &TestHost) {
-    put_inventory(host, "hot", 20, 100).await;
+    host.put_inventory("hot", 20, 100).await;
     let client = TestHost::client();
     let requests = (0..50).map(|i| {
         let client = client.clone();

@@ -310,6 +310,29 @@ async fn serve(config: &Config, clock: &ManualClock) -> Served {
 }
 
 impl TestHost {
+    /// Sets a product's stock and price through the order handler.
+    pub async fn put_inventory(&self, sku: &str, stock: u64, price_cents: u64) {
+        let response = Self::client()
+            .put(format!("{}/inventory/{sku}", self.url))
+            .json(&serde_json::json!({ "stock": stock, "price_cents": price_cents }))
+            .send()
+            .await
+            .expect("PUT inventory");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{}", response.text().await.unwrap_or_default());
+    }
+
+    /// Calls the admin API with the test token; the status and JSON body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = Self::client()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// The name of this test's PostgreSQL database, if it has one.
     pub fn pg_database_name(&self) -> Option<String> {
         self.pg_database.as_ref().map(|(_, name)| name.clone())
@@ -329,6 +352,12 @@ impl TestHost {
             drop_postgres_database(&server, &name).await;
         }
     }
+}
+
+/// An executable on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Polls `check` until it returns true, failing after `limit`. For
