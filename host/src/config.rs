@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::resilience::BreakerConfig;
 
+/// Connectors may reserve at most half the pool; handlers keep the rest.
+const POOL_HALF: usize = crate::runtime::engine::POOL_INSTANCES as usize / 2;
+
 /// Where `serve` listens unless the config or `SWITCHYARD_LISTEN` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The embedded default database: a SQLite file next to the working directory.
@@ -58,6 +61,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitConfig,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
     /// The directory relative paths are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -72,12 +79,72 @@ pub struct ServerConfig {
     /// component runs.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most request headers accepted (431 above).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Most bytes of request headers accepted, names and values (431 above).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Bound on a whole request at the HTTP layer (408 past it), above any
+    /// component's own deadline.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        Self {
+            listen: default_listen(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_headers: default_max_headers(),
+            max_header_bytes: default_max_header_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
     }
+}
+
+/// A request rate: sustained per second, with bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Rate limits for routes that require an API key, and optionally per
+/// client IP for routes that do not.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// The quota of keys that do not set their own.
+    pub default: Quota,
+    /// If set, keyless routes are limited per client IP.
+    pub per_ip: Option<Quota>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { default: Quota { per_second: 100, burst: 200 }, per_ip: None }
+    }
+}
+
+/// A caller allowed on routes with `api_key = true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who the key belongs to; logged, never the key itself.
+    pub name: String,
+    /// The key, or the environment variable holding it (preferred: keeps
+    /// secrets out of the file).
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    /// Overrides `[rate_limits] default`.
+    pub per_second: Option<u32>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,7 +232,36 @@ pub struct ComponentConfig {
     /// The component's circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Handlers only: how many invocations run and wait at once.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
 }
+
+/// Bounded admission of a handler; unset values are derived from the
+/// pooling allocator's instance count (see [`Config::admission_for`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Invocations running at once.
+    pub max_concurrency: Option<usize>,
+    /// Requests waiting for a slot; beyond it, 503 at once.
+    pub max_queue: Option<usize>,
+    /// Longest a request waits for a slot.
+    pub queue_timeout_ms: Option<u64>,
+}
+
+/// Admission settings with defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveAdmission {
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+    pub queue_timeout_ms: u64,
+}
+
+/// Most concurrent invocations a handler gets by default.
+const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// Default queue length, as a multiple of the concurrency.
+const DEFAULT_QUEUE_FACTOR: usize = 4;
 
 /// A named destination for outbox messages and how they are delivered.
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +362,10 @@ pub struct RouteConfig {
     pub component: String,
     /// Overrides `[server] max_body_bytes` for this route.
     pub max_body_bytes: Option<usize>,
+    /// Callers must present a configured API key (`x-api-key` or bearer);
+    /// each key is rate limited to its quota.
+    #[serde(default)]
+    pub api_key: bool,
 }
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -281,6 +381,18 @@ fn default_max_connections() -> u32 {
 }
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_headers() -> usize {
+    64
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
 }
 fn default_max_attempts() -> u32 {
     8
@@ -312,6 +424,28 @@ impl Config {
     /// The effective limits of one component.
     pub fn limits_for(&self, component: &ComponentConfig) -> EffectiveLimits {
         component.limits.resolve(&self.limits)
+    }
+
+    /// Pool instances reserved for connector deliveries: each connector
+    /// worker runs at most `[outbox] concurrency` at once.
+    fn connector_instances(&self) -> usize {
+        let workers = self.connectors.values().filter(|c| c.component.is_some()).count();
+        workers * self.outbox.concurrency as usize
+    }
+
+    /// A handler's admission bounds. By default the pool instances left
+    /// after connectors are shared evenly among handlers (at most 64 each),
+    /// so admitted invocations can never exhaust the pooling allocator.
+    pub fn admission_for(&self, component: &ComponentConfig) -> EffectiveAdmission {
+        let handlers = self.components.values().filter(|c| c.world == World::Handler).count().max(1);
+        let free = crate::runtime::engine::POOL_INSTANCES as usize - self.connector_instances().min(POOL_HALF);
+        let fair_share = (free / handlers).clamp(1, DEFAULT_MAX_CONCURRENCY);
+        let max_concurrency = component.admission.max_concurrency.unwrap_or(fair_share);
+        EffectiveAdmission {
+            max_concurrency,
+            max_queue: component.admission.max_queue.unwrap_or(max_concurrency * DEFAULT_QUEUE_FACTOR),
+            queue_timeout_ms: component.admission.queue_timeout_ms.unwrap_or(self.limits_for(component).timeout_ms),
+        }
     }
 
     /// The absolute (or cwd-relative) path of a component's wasm file.
@@ -368,6 +502,41 @@ impl Config {
         if self.admin.keep_versions < 2 || self.admin.max_upload_bytes == 0 {
             bail!(
                 "[admin] keep_versions must be at least 2 (the active one and one to roll back to) and max_upload_bytes positive"
+            );
+        }
+        let quotas = std::iter::once(self.rate_limits.default).chain(self.rate_limits.per_ip);
+        if quotas.into_iter().any(|q| q.per_second == 0 || q.burst == 0) {
+            bail!("[rate_limits] per_second and burst must be positive");
+        }
+        let mut key_names = HashSet::new();
+        for key in &self.api_keys {
+            if !key_names.insert(key.name.as_str()) {
+                bail!("api key {:?} is configured twice", key.name);
+            }
+            if key.key.is_some() == key.key_env.is_some() {
+                bail!("api key {:?}: set exactly one of key or key_env", key.name);
+            }
+            if key.per_second == Some(0) || key.burst == Some(0) {
+                bail!("api key {:?}: per_second and burst must be positive", key.name);
+            }
+        }
+        let server = &self.server;
+        if server.max_headers == 0 || server.max_header_bytes == 0 || server.request_timeout_ms == 0 {
+            bail!("[server] max_headers, max_header_bytes and request_timeout_ms must be positive");
+        }
+        let pool = crate::runtime::engine::POOL_INSTANCES as usize;
+        let mut instances = self.connector_instances();
+        for (name, component) in self.components.iter().filter(|(_, c)| c.world == World::Handler) {
+            let admission = self.admission_for(component);
+            if admission.max_concurrency == 0 {
+                bail!("component {name}: admission max_concurrency must be at least 1");
+            }
+            instances += admission.max_concurrency;
+        }
+        if instances > pool {
+            bail!(
+                "handlers' max_concurrency plus connector deliveries ({instances}) exceed the {pool} instances \
+                 the pooling allocator holds; lower [components.*.admission] max_concurrency or [outbox] concurrency"
             );
         }
         let outbox = &self.outbox;

@@ -25,9 +25,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
-    /// The component's circuit breaker is open; try again later.
+    /// The component's breaker is open or its queue is full; try again later.
     #[error("the component is temporarily unavailable")]
-    CircuitOpen { retry_after_secs: u64 },
+    Overloaded { retry_after_secs: u64 },
     /// The component trapped, ran out of fuel or memory, or failed to commit.
     #[error("the component failed")]
     ComponentFailed { request_id: String },
@@ -43,7 +43,7 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             AppError::NoRoute { .. } | AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -70,7 +70,7 @@ impl IntoResponse for AppError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
-        if let AppError::CircuitOpen { retry_after_secs } = self {
+        if let AppError::Overloaded { retry_after_secs } = self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }
         response

@@ -47,7 +47,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::outbox::Dispatcher;
 use crate::runtime::Runtime;
-use crate::server::{AdminAuth, AppState};
+use crate::server::{AdminAuth, AppState, RateLimits};
 use crate::telemetry::metrics::Metrics;
 
 /// How often histogram samples are folded when nobody scrapes.
@@ -74,6 +74,7 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
         clock,
         admin: Arc::new(AdminAuth::from_env()),
         max_upload_bytes: config.admin.max_upload_bytes,
+        rate_limits: Arc::new(RateLimits::from_config(config)?),
         started: Instant::now(),
     })
 }
@@ -128,7 +129,26 @@ pub async fn serve(
     let app = server::app(config, state);
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, "serving");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed");
+    // Stop accepting on shutdown; in-flight requests get the drain timeout
+    // to finish. Their transactions commit or roll back as usual, so even
+    // a cut-off request loses nothing that was acknowledged.
+    let drain = std::time::Duration::from_millis(config.server.drain_timeout_ms);
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = draining_tx.send(());
+    };
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served.context("server failed"),
+        () = async { let _ = draining_rx.await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(drain_timeout_ms = config.server.drain_timeout_ms, "drain timeout passed; closing remaining connections");
+            Ok(())
+        }
+    };
     if let Some(dispatcher) = dispatcher {
         dispatcher.stop().await;
     }

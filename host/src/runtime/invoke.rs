@@ -20,6 +20,11 @@ use super::registry::{Deployed, Prepared};
 use super::state::InvocationState;
 use crate::db::UnitOfWork;
 use crate::resilience::Permit;
+use crate::telemetry::metrics::ADMISSION_REJECTED;
+
+/// `Retry-After` for a full queue: long enough for a slot to free up,
+/// short enough that a retry soon succeeds.
+const ADMISSION_RETRY_AFTER_MS: i64 = 1_000;
 
 /// A request as the host routes it to a handler.
 #[derive(Debug, Clone, Default)]
@@ -131,8 +136,16 @@ pub struct OutcomeRecord {
 pub struct Invocation {
     pub response: Option<HandlerResponse>,
     pub record: OutcomeRecord,
-    /// Set when the breaker refused the call.
-    pub retry_after_ms: Option<i64>,
+    /// Set when the call was refused before running.
+    pub rejection: Option<Rejection>,
+}
+
+/// Why a handler call was refused, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// The `admission_rejected_total` reason: queue_full, queue_timeout, breaker_open.
+    pub reason: &'static str,
+    pub retry_after_ms: i64,
 }
 
 /// The result of a connector invocation.
@@ -194,11 +207,22 @@ impl Runtime {
     ) -> Result<Invocation, InvokeError> {
         let deployed = self.lookup(component, crate::config::World::Handler)?;
         let started = Instant::now();
+        // Bounded admission first: a refused request costs nothing more.
+        let _slot = match self.admissions.get(component) {
+            Some(gate) => match gate.admit().await {
+                Ok(slot) => Some(slot),
+                Err(refusal) => {
+                    let rejection = Rejection { reason: refusal.as_str(), retry_after_ms: ADMISSION_RETRY_AFTER_MS };
+                    return Ok(self.refuse(&deployed, &request_id, started, rejection));
+                }
+            },
+            None => None,
+        };
         let permit = match self.breaker(component).map(|b| b.try_acquire()).transpose() {
             Ok(permit) => permit,
             Err(rejected) => {
-                let record = self.finish(&deployed, &request_id, Outcome::Rejected, started, 0, 0, None);
-                return Ok(Invocation { response: None, record, retry_after_ms: Some(rejected.retry_after_ms) });
+                let rejection = Rejection { reason: "breaker_open", retry_after_ms: rejected.retry_after_ms };
+                return Ok(self.refuse(&deployed, &request_id, started, rejection));
             }
         };
         let call = Call::Handle(types::Request {
@@ -253,7 +277,13 @@ impl Runtime {
             execution.memory_peak,
             status,
         );
-        Ok(Invocation { response, record, retry_after_ms: None })
+        Ok(Invocation { response, record, rejection: None })
+    }
+
+    fn refuse(&self, deployed: &Deployed, request_id: &str, started: Instant, rejection: Rejection) -> Invocation {
+        self.metrics.counter(ADMISSION_REJECTED, &[("reason", rejection.reason)]).increment(1);
+        let record = self.finish(deployed, request_id, Outcome::Rejected, started, 0, 0, None);
+        Invocation { response: None, record, rejection: Some(rejection) }
     }
 
     /// Runs `component`'s `send` for one delivery attempt.
@@ -420,9 +450,6 @@ impl Runtime {
             memory_peak,
         };
         deployed.count(outcome, record.latency, fuel_consumed, memory_peak);
-        if outcome == Outcome::Rejected && deployed.pre.world() == crate::config::World::Handler {
-            self.breaker_rejections.increment(1);
-        }
         tracing::info!(
             component = &*record.component,
             version = &*record.version,

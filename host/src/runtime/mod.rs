@@ -26,13 +26,13 @@ use crate::capabilities;
 use crate::clock::SharedClock;
 use crate::config::{Config, World};
 use crate::db::Database;
-use crate::resilience::CircuitBreaker;
-use crate::telemetry::{self, metrics::Metrics};
+use crate::resilience::{Admission, CircuitBreaker};
+use crate::telemetry::metrics::Metrics;
 
 pub use deploy::{ComponentDetails, DeployError, DeployReport};
 pub use invoke::{
     Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
-    OutcomeRecord,
+    OutcomeRecord, Rejection,
 };
 pub use registry::{ComponentInfo, PrepareError, Registry};
 
@@ -68,8 +68,8 @@ pub struct Runtime {
     keep_versions: usize,
     /// Configured connector names, for per-connector gauges.
     connectors: Arc<BTreeSet<String>>,
-    /// Requests refused by an open handler breaker.
-    breaker_rejections: metrics::Counter,
+    /// Bounded admission, one per handler.
+    admissions: HashMap<String, Arc<Admission>>,
 }
 
 impl Runtime {
@@ -126,7 +126,16 @@ impl Runtime {
             breakers,
             connectors: connectors.clone(),
             db,
-            breaker_rejections: metrics.counter(telemetry::metrics::ADMISSION_REJECTED, &[("reason", "breaker_open")]),
+            admissions: config
+                .components
+                .iter()
+                .filter(|(_, c)| c.world == World::Handler)
+                .map(|(name, c)| {
+                    let a = config.admission_for(c);
+                    let timeout = std::time::Duration::from_millis(a.queue_timeout_ms);
+                    (name.clone(), Arc::new(Admission::new(a.max_concurrency, a.max_queue, timeout)))
+                })
+                .collect(),
             metrics,
         };
         runtime.load_components(config).await?;
@@ -234,6 +243,11 @@ impl Runtime {
             unused_warm_memories: u64::from(pool.unused_warm_memories()),
             unused_memory_bytes_resident: pool.unused_memory_bytes_resident() as u64,
         })
+    }
+
+    /// Every handler's admission gate, by component name.
+    pub fn admissions(&self) -> impl Iterator<Item = (&str, &Arc<Admission>)> {
+        self.admissions.iter().map(|(name, gate)| (name.as_str(), gate))
     }
 
     /// The circuit breaker of a component.

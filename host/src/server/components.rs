@@ -45,7 +45,7 @@ struct Target {
     max_body_bytes: usize,
 }
 
-pub fn router(config: &Config) -> Router<AppState> {
+pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
     // axum wants every method of one path on one MethodRouter.
     let mut paths: BTreeMap<&str, MethodRouter<AppState>> = BTreeMap::new();
     for route in &config.routes {
@@ -54,9 +54,11 @@ pub fn router(config: &Config) -> Router<AppState> {
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
         });
         let filter = method_filter(&route.method);
+        let limits = (state.clone(), state.rate_limits.clone(), route.api_key);
         let handler = on(filter, serve)
             .layer::<_, Infallible>(Extension(target.clone()))
-            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes));
+            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes))
+            .layer::<_, Infallible>(axum::middleware::from_fn_with_state(limits, super::limits::rate_limit));
         let entry = paths.remove(route.path.as_str()).unwrap_or_default();
         paths.insert(&route.path, entry.merge(handler));
     }
@@ -111,15 +113,15 @@ async fn serve(
 }
 
 fn respond(invocation: Invocation, request_id: &str) -> Response {
-    let Invocation { response, record, retry_after_ms } = invocation;
+    let Invocation { response, record, rejection } = invocation;
     let version = HeaderValue::from_str(&record.version).ok();
     let mut response = match response {
         Some(response) => into_http(response),
         None if record.outcome == Outcome::Rejected => {
             // Whole seconds, rounded up: `Retry-After: 0` would invite a
-            // retry storm against an open breaker.
-            let retry_after_ms = u64::try_from(retry_after_ms.unwrap_or(1_000)).unwrap_or(1_000);
-            AppError::CircuitOpen { retry_after_secs: retry_after_ms.div_ceil(1_000).max(1) }.into_response()
+            // retry storm against an open breaker or a full queue.
+            let retry_after_ms = rejection.map_or(1_000, |r| u64::try_from(r.retry_after_ms).unwrap_or(1_000));
+            AppError::Overloaded { retry_after_secs: retry_after_ms.div_ceil(1_000).max(1) }.into_response()
         }
         None if record.outcome == Outcome::Timeout => {
             AppError::ComponentTimedOut { request_id: request_id.to_owned() }.into_response()

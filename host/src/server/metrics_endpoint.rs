@@ -10,8 +10,9 @@ use axum::routing::get;
 
 use super::AppState;
 use crate::telemetry::metrics::{
-    BREAKER_STATE, BREAKER_TRIPS, DB_POOL_CONNECTIONS, DB_POOL_MAX, OUTBOX_MESSAGES, OUTBOX_OLDEST_PENDING,
-    POOL_COMPONENT_INSTANCES, POOL_MEMORIES, POOL_RESIDENT_BYTES, POOL_WARM_MEMORIES, READY,
+    ADMISSION_QUEUE_DEPTH, ADMISSION_RUNNING, BREAKER_STATE, BREAKER_TRIPS, DB_POOL_CONNECTIONS, DB_POOL_MAX,
+    OUTBOX_MESSAGES, OUTBOX_OLDEST_PENDING, POOL_COMPONENT_INSTANCES, POOL_MEMORIES, POOL_RESIDENT_BYTES,
+    POOL_WARM_MEMORIES, READY,
 };
 
 /// The Prometheus text format's content type.
@@ -32,6 +33,11 @@ pub async fn sample(state: &AppState) {
     for (component, breaker) in state.runtime.breakers() {
         metrics.gauge(BREAKER_STATE, &[("component", component)]).set(breaker.state() as u8 as f64);
         metrics.counter(BREAKER_TRIPS, &[("component", component)]).absolute(breaker.trips());
+    }
+
+    for (component, gate) in state.runtime.admissions() {
+        metrics.gauge(ADMISSION_QUEUE_DEPTH, &[("component", component)]).set(gate.queue_depth() as f64);
+        metrics.gauge(ADMISSION_RUNNING, &[("component", component)]).set(gate.running() as f64);
     }
 
     let (size, idle, max) = state.db.pool_usage();

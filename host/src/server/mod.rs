@@ -8,6 +8,7 @@ mod admin;
 mod components;
 mod health;
 mod http_metrics;
+mod limits;
 mod metrics_endpoint;
 mod request_id;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 
 use crate::clock::SharedClock;
@@ -26,6 +27,7 @@ use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
 
 pub use admin::{ACTOR_HEADER, AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
+pub use limits::{API_KEY_HEADER, RateLimits};
 pub use request_id::RequestId;
 
 /// Shared by every handler.
@@ -39,12 +41,17 @@ pub struct AppState {
     /// Largest component upload the admin API takes.
     pub max_upload_bytes: usize,
     pub metrics: Arc<Metrics>,
+    /// API keys and rate limiters.
+    pub rate_limits: Arc<RateLimits>,
     pub started: Instant,
 }
 
 /// The whole router: component routes, health, fallbacks and middleware.
 pub fn app(config: &Config, state: AppState) -> Router {
-    let components = components::router(config);
+    let components = components::router(config, &state);
+    let header_limits =
+        limits::HeaderLimits { max_headers: config.server.max_headers, max_bytes: config.server.max_header_bytes };
+    let request_timeout = std::time::Duration::from_millis(config.server.request_timeout_ms);
     Router::new()
         .merge(components)
         .merge(health::router())
@@ -53,6 +60,8 @@ pub fn app(config: &Config, state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), http_metrics::middleware))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(middleware::from_fn_with_state(header_limits, limits::header_limits))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

@@ -33,6 +33,8 @@ pub const OUTBOX_DELIVERIES: &str = "outbox_deliveries_total";
 pub const OUTBOX_LAG: &str = "outbox_delivery_lag_seconds";
 pub const OUTBOX_OLDEST_PENDING: &str = "outbox_oldest_pending_age_seconds";
 pub const ADMISSION_REJECTED: &str = "admission_rejected_total";
+pub const ADMISSION_QUEUE_DEPTH: &str = "admission_queue_depth";
+pub const ADMISSION_RUNNING: &str = "admission_running";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 pub const READY: &str = "switchyard_ready";
@@ -52,7 +54,7 @@ pub const OUTBOX_STATUSES: [&str; 3] = ["pending", "delivered", "dead"];
 pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "skipped_open_breaker"];
 pub const DEPLOY_RESULTS: [&str; 3] = ["accepted", "rejected", "rollback"];
 /// Why a request was refused before reaching its component.
-pub const ADMISSION_REASONS: [&str; 1] = ["breaker_open"];
+pub const ADMISSION_REASONS: [&str; 5] = ["queue_full", "queue_timeout", "breaker_open", "rate_limited", "unknown_key"];
 
 /// Seconds: 50 µs (a warm trivial call) to 10 s (a deadline).
 const SECONDS_BUCKETS: &[f64] = &[
@@ -281,6 +283,8 @@ fn describe() {
     describe_histogram!(OUTBOX_LAG, "Time from enqueue to delivery, in seconds.");
     describe_gauge!(OUTBOX_OLDEST_PENDING, "Age of the oldest pending message per connector, in seconds.");
     describe_counter!(ADMISSION_REJECTED, "Requests refused before reaching their component, by reason.");
+    describe_gauge!(ADMISSION_QUEUE_DEPTH, "Requests waiting for an invocation slot, per component.");
+    describe_gauge!(ADMISSION_RUNNING, "Invocations holding a slot, per component.");
     describe_gauge!(DB_POOL_CONNECTIONS, "Database pool connections by state.");
     describe_gauge!(DB_POOL_MAX, "Configured maximum database pool size.");
     describe_gauge!(READY, "1 when the host is ready to serve (database reachable).");

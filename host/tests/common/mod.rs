@@ -132,6 +132,16 @@ fn config_with(database_url: &str, extra: &str) -> Config {
         [components.spin]
         path = "slow.wasm"
         limits = {{ fuel = 1_000_000_000_000_000, timeout_ms = 60_000 }}
+        admission = {{ max_concurrency = 2, max_queue = 2, queue_timeout_ms = 60_000 }}
+
+        [[api_keys]]
+        name = "alpha"
+        key = "alpha-key"
+        per_second = 1
+        burst = 3
+        [[api_keys]]
+        name = "beta"
+        key = "beta-key"
 
         [admin]
         max_upload_bytes = 1_048_576
@@ -177,6 +187,11 @@ fn config_with(database_url: &str, extra: &str) -> Config {
         method = "GET"
         path = "/spin"
         component = "spin"
+        [[routes]]
+        method = "GET"
+        path = "/keyed/hello"
+        component = "hello"
+        api_key = true
         "#
     );
     match Config::parse(&text, dir) {
