@@ -37,11 +37,22 @@ monitoring:
 check: components
     cargo run -q -p switchyard -- check --config switchyard.toml
 
-# Everything CI checks: formatting, lints, unit and integration tests, alert rules.
+# Everything CI checks: formatting, lints, unit and integration tests, alert rules,
+# and the smoke load test as a gate.
 test: components monitoring-check
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+    just loadtest smoke
+
+# Run a load scenario (default: smoke) against a fresh release host and simulator; see loadtests/README.md.
+loadtest *ARGS: components
+    cargo build --release -p switchyard -p switchyard-loadtests --bins
+    "$CARGO_TARGET_DIR/release/loadtest" {{ARGS}}
+
+# Compare the latest load-test runs (also written to loadtests/results/report.md).
+loadtest-report:
+    cargo run -q --release -p switchyard-loadtests --bin loadtest -- report
 
 # Validate the Prometheus config and run the alert-rule unit tests (promtool).
 monitoring-check:
