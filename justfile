@@ -68,6 +68,11 @@ bench-invoke: components
 bench-outbox: components
     cargo bench -p switchyard --bench outbox
 
+# Requests/s of a trivial route with metrics on vs off, same run (needs wrk).
+bench-metrics: components
+    cargo build --release -p switchyard
+    loadtests/bench/metrics-overhead.sh
+
 # Format the host workspace.
 fmt:
     cargo fmt --all

@@ -318,11 +318,13 @@ pub struct MetricsConfig {
     /// Distinct series one component may create through the `metrics`
     /// interface; more are dropped and counted.
     pub series_cap: usize,
+    /// Record metrics at all; off only to measure what they cost.
+    pub enabled: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: None, series_cap: crate::telemetry::metrics::DEFAULT_SERIES_CAP }
+        Self { listen: None, series_cap: crate::telemetry::metrics::DEFAULT_SERIES_CAP, enabled: true }
     }
 }
 

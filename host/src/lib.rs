@@ -62,7 +62,7 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
 /// [`prepare`] with the clock breakers, backoff and leases read.
 pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::Result<AppState> {
     let db = Database::connect(&config.database.url, config.database.max_connections, clock.clone()).await?;
-    let metrics = Metrics::new(config.metrics.series_cap);
+    let metrics = if config.metrics.enabled { Metrics::new(config.metrics.series_cap) } else { Metrics::disabled() };
     for connector in config.connectors.keys() {
         metrics.connector(connector);
     }

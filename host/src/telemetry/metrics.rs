@@ -78,6 +78,9 @@ pub struct Metrics {
     /// Series components have created through the `metrics` interface.
     app_series: Mutex<AppSeries>,
     series_cap: usize,
+    /// When false every handle is a no-op: the cost of metrics can be
+    /// measured by turning them off.
+    enabled: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +123,15 @@ impl ComponentMetrics {
 
 impl Metrics {
     pub fn new(series_cap: usize) -> Arc<Metrics> {
+        Self::with_enabled(series_cap, true)
+    }
+
+    /// Metrics that record nothing and render an empty exposition.
+    pub fn disabled() -> Arc<Metrics> {
+        Self::with_enabled(0, false)
+    }
+
+    fn with_enabled(series_cap: usize, enabled: bool) -> Arc<Metrics> {
         let builder = PrometheusBuilder::new();
         let builder = [
             (Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS),
@@ -136,7 +148,8 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         with_local_recorder(&recorder, describe);
-        let metrics = Arc::new(Metrics { recorder, handle, app_series: Mutex::new(AppSeries::default()), series_cap });
+        let metrics =
+            Arc::new(Metrics { recorder, handle, app_series: Mutex::new(AppSeries::default()), series_cap, enabled });
         metrics.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
         for reason in ADMISSION_REASONS {
             metrics.counter(ADMISSION_REJECTED, &[("reason", reason)]).increment(0);
@@ -157,16 +170,25 @@ impl Metrics {
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        if !self.enabled {
+            return Counter::noop();
+        }
         let labels = owned(labels);
         with_local_recorder(&self.recorder, || metrics::counter!(name, labels))
     }
 
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        if !self.enabled {
+            return Gauge::noop();
+        }
         let labels = owned(labels);
         with_local_recorder(&self.recorder, || metrics::gauge!(name, labels))
     }
 
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        if !self.enabled {
+            return Histogram::noop();
+        }
         let labels = owned(labels);
         with_local_recorder(&self.recorder, || metrics::histogram!(name, labels))
     }
@@ -214,6 +236,9 @@ impl Metrics {
         value: f64,
         labels: &[(String, String)],
     ) {
+        if !self.enabled {
+            return;
+        }
         if !valid_name(name)
             || labels.len() > MAX_APP_LABELS
             || labels.iter().any(|(k, _)| !valid_label(k) || k == "component")
