@@ -330,3 +330,48 @@ async fn cli_deploys_lists_and_rolls_back() {
     assert!(actors.iter().filter(|a| *a == "cli-test").count() >= 3, "{actors:?}");
     host.stop().await;
 }
+
+/// `serve --watch`: rewriting a component's file redeploys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_redeploys_a_changed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("hello.wasm");
+    std::fs::write(&wasm, component_bytes("hello")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[components.hello]\npath = \"hello.wasm\"\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/hello\"\ncomponent = \"hello\"\n",
+        dir.path().join("watch.db").display()
+    );
+    std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--watch", "--config"])
+        .arg(dir.path().join("switchyard.toml"))
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let version = || async {
+        let response = TestHost::client().get(&url).send().await.ok()?;
+        Some(response.headers().get("x-switchyard-version")?.to_str().ok()?.to_owned())
+    };
+    common::eventually("the server answers", std::time::Duration::from_secs(60), || async {
+        version().await.is_some()
+    })
+    .await;
+    let before = version().await.unwrap();
+
+    // Written the way build.sh does: a new file renamed into place.
+    let staged = dir.path().join("hello.wasm.new");
+    std::fs::write(&staged, variant(&component_bytes("hello"), "watched")).unwrap();
+    std::fs::rename(&staged, &wasm).unwrap();
+    common::eventually("the new version serves", std::time::Duration::from_secs(30), || async {
+        version().await.is_some_and(|v| v != before)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
