@@ -60,6 +60,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
     pub rate_limits: RateLimitConfig,
@@ -202,6 +204,9 @@ pub enum World {
     Handler,
     /// `switchyard:platform/connector`: delivers outbox messages over HTTP.
     Connector,
+    /// The standard `wasi:http/proxy` world: streamed request in, streamed
+    /// response out, as `wasmtime serve` runs it.
+    WasiHttp,
 }
 
 impl World {
@@ -209,7 +214,22 @@ impl World {
         match self {
             World::Handler => "handler",
             World::Connector => "connector",
+            World::WasiHttp => "wasi-http",
         }
+    }
+
+    /// The WIT world's full name.
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            World::Handler => "switchyard:platform/handler",
+            World::Connector => "switchyard:platform/connector",
+            World::WasiHttp => "wasi:http/proxy",
+        }
+    }
+
+    /// Whether routes may point at components of this world.
+    pub fn serves_routes(self) -> bool {
+        matches!(self, World::Handler | World::WasiHttp)
     }
 }
 
@@ -328,6 +348,22 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Engine-wide settings of the WebAssembly runtime.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Meter and enforce fuel. Off, guest code runs without the fuel checks
+    /// (only deadlines and memory limits bound it) and reports no fuel; only
+    /// to measure what metering costs.
+    pub fuel_metering: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { fuel_metering: true }
+    }
+}
+
 /// Dispatcher settings, shared by all connectors.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -356,9 +392,11 @@ impl Default for OutboxConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// HTTP method, upper case: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS.
+    /// HTTP method, upper case: GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS,
+    /// or `*` for any method.
     pub method: String,
-    /// Path template: `/orders` or `/orders/{id}`.
+    /// Path template: `/orders`, `/orders/{id}`, or `/files/{*rest}` for
+    /// everything below `/files/`.
     pub path: String,
     /// The component that serves it.
     pub component: String,
@@ -370,7 +408,7 @@ pub struct RouteConfig {
     pub api_key: bool,
 }
 
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"];
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -439,7 +477,7 @@ impl Config {
     /// after connectors are shared evenly among handlers (at most 64 each),
     /// so admitted invocations can never exhaust the pooling allocator.
     pub fn admission_for(&self, component: &ComponentConfig) -> EffectiveAdmission {
-        let handlers = self.components.values().filter(|c| c.world == World::Handler).count().max(1);
+        let handlers = self.components.values().filter(|c| c.world.serves_routes()).count().max(1);
         let free = crate::runtime::engine::POOL_INSTANCES as usize - self.connector_instances().min(POOL_HALF);
         let fair_share = (free / handlers).clamp(1, DEFAULT_MAX_CONCURRENCY);
         let max_concurrency = component.admission.max_concurrency.unwrap_or(fair_share);
@@ -476,8 +514,8 @@ impl Config {
                     bail!("component {name}: config keys must not be empty");
                 }
             }
-            if component.world != World::Connector && !component.allowed_hosts.is_empty() {
-                bail!("component {name}: allowed_hosts applies to connector components only");
+            if component.world == World::Handler && !component.allowed_hosts.is_empty() {
+                bail!("component {name}: allowed_hosts applies to connector and wasi-http components only");
             }
             if let Err(problem) = component.breaker.validate() {
                 bail!("component {name}: {problem}");
@@ -528,7 +566,7 @@ impl Config {
         }
         let pool = crate::runtime::engine::POOL_INSTANCES as usize;
         let mut instances = self.connector_instances();
-        for (name, component) in self.components.iter().filter(|(_, c)| c.world == World::Handler) {
+        for (name, component) in self.components.iter().filter(|(_, c)| c.world.serves_routes()) {
             let admission = self.admission_for(component);
             if admission.max_concurrency == 0 {
                 bail!("component {name}: admission max_concurrency must be at least 1");
@@ -554,13 +592,21 @@ impl Config {
             validate_route_path(&route.path)?;
             match self.components.get(&route.component) {
                 None => bail!("route {method} {}: unknown component {:?}", route.path, route.component),
-                Some(c) if c.world != World::Handler => {
-                    bail!("route {method} {}: component {:?} is not of world \"handler\"", route.path, route.component)
-                }
+                Some(c) if !c.world.serves_routes() => bail!(
+                    "route {method} {}: component {:?} is not of world \"handler\" or \"wasi-http\"",
+                    route.path,
+                    route.component
+                ),
                 Some(_) => {}
             }
-            // `/a/{x}` and `/a/{y}` are the same route to a router.
-            if !seen.insert((method, route_shape(&route.path))) {
+            // `/a/{x}` and `/a/{y}` are the same route to a router, and `*`
+            // overlaps every method.
+            let shape = route_shape(&route.path);
+            let taken = seen.contains(&(method, shape.clone()))
+                || seen.contains(&("*", shape.clone()))
+                || (method == "*" && seen.iter().any(|(_, s)| *s == shape));
+            seen.insert((method, shape));
+            if taken {
                 bail!("duplicate route {method} {}", route.path);
             }
         }
@@ -583,10 +629,18 @@ fn validate_route_path(path: &str) -> anyhow::Result<()> {
         bail!("route path {path:?} must start with '/'");
     }
     let mut params = HashSet::new();
-    for segment in path.split('/').skip(1) {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
         if let Some(inner) = segment.strip_prefix('{') {
             let Some(name) = inner.strip_suffix('}') else {
                 bail!("route path {path:?}: a parameter must be a whole segment like {{id}}");
+            };
+            let name = match name.strip_prefix('*') {
+                Some(_) if i + 1 != segments.len() => {
+                    bail!("route path {path:?}: a catch-all {{*name}} must be the last segment")
+                }
+                Some(rest) => rest,
+                None => name,
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 bail!("route path {path:?}: parameter names are letters, digits and '_'");
@@ -595,7 +649,7 @@ fn validate_route_path(path: &str) -> anyhow::Result<()> {
                 bail!("route path {path:?}: parameter {{{name}}} appears twice");
             }
         } else if segment.contains(['{', '}', '*']) {
-            bail!("route path {path:?}: '{{', '}}' and '*' only appear as whole-segment parameters");
+            bail!("route path {path:?}: '{{', '}}' and '*' only appear in whole-segment parameters");
         }
     }
     Ok(())
@@ -604,7 +658,14 @@ fn validate_route_path(path: &str) -> anyhow::Result<()> {
 /// The path with parameter names erased, so routes that a router cannot
 /// tell apart compare equal.
 fn route_shape(path: &str) -> String {
-    path.split('/').map(|s| if s.starts_with('{') { "{}" } else { s }).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(|s| match s {
+            _ if s.starts_with("{*") => "{*}",
+            _ if s.starts_with('{') => "{}",
+            _ => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]
@@ -690,6 +751,60 @@ mod tests {
         let text = format!("{MINIMAL}\n[components.app.breaker]\nfailure_threshold = 1\n");
         let err = parse(&text).unwrap_err();
         assert!(err.to_string().contains("between 3 and 10"), "{err}");
+    }
+
+    /// MINIMAL plus a `wasi-http` component `proxy` and `routes`, each
+    /// `(method, path, component)`.
+    fn with_routes(routes: &[(&str, &str, &str)]) -> String {
+        let mut text = format!("{MINIMAL}\n[components.proxy]\npath = \"proxy.wasm\"\nworld = \"wasi-http\"\n");
+        for (method, path, component) in routes {
+            text.push_str(&format!(
+                "[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\ncomponent = \"{component}\"\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn wasi_http_components_take_any_method_catch_all_routes() {
+        let config = parse(&with_routes(&[("*", "/http/{*rest}", "proxy"), ("GET", "/http/{id}", "proxy")])).unwrap();
+        assert_eq!(config.components["proxy"].world, World::WasiHttp);
+        assert_eq!(config.routes.len(), 3);
+    }
+
+    #[test]
+    fn routes_must_not_point_at_connectors() {
+        let text = format!(
+            "{}[components.mailer]\npath = \"mailer.wasm\"\nworld = \"connector\"\n",
+            with_routes(&[("POST", "/mail", "mailer")])
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("component \"mailer\" is not of world \"handler\" or \"wasi-http\""), "{err}");
+    }
+
+    #[test]
+    fn any_method_collides_with_every_method_on_its_path() {
+        for routes in [
+            [("*", "/any", "proxy"), ("GET", "/any", "app")],
+            [("GET", "/any", "app"), ("*", "/any", "proxy")],
+            [("*", "/any", "proxy"), ("*", "/any", "proxy")],
+            [("*", "/f/{*rest}", "proxy"), ("POST", "/f/{*other}", "proxy")],
+        ] {
+            let err = parse(&with_routes(&routes)).unwrap_err();
+            assert!(err.to_string().contains("duplicate route"), "{routes:?}: {err}");
+        }
+        // Other paths do not collide.
+        parse(&with_routes(&[("*", "/any", "proxy"), ("GET", "/other", "app")])).unwrap();
+    }
+
+    #[test]
+    fn catch_all_must_be_the_last_segment() {
+        for path in ["/a/{*rest}/b", "/{*rest}/b"] {
+            let err = parse(&with_routes(&[("*", path, "proxy")])).unwrap_err();
+            assert!(err.to_string().contains("catch-all {*name} must be the last segment"), "{path}: {err}");
+        }
+        let err = parse(&with_routes(&[("*", "/a/{*}", "proxy")])).unwrap_err();
+        assert!(err.to_string().contains("parameter names are letters"), "{err}");
     }
 
     #[test]

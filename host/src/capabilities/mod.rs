@@ -35,5 +35,14 @@ pub fn add_connector_imports(linker: &mut Linker<InvocationState>) -> wasmtime::
     Ok(())
 }
 
+/// Links what a `wasi:http/proxy` component may import: the proxy world's
+/// WASI and `wasi:http` (outgoing requests through the outbound policy),
+/// plus Switchyard's own interfaces, which such a component may also use.
+pub fn add_proxy_imports(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    add_handler_imports(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    Ok(())
+}
+
 /// `types` declares no functions.
 impl types::Host for InvocationState {}

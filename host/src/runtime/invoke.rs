@@ -10,17 +10,32 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use hyper::body::Bytes;
+use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::Runtime;
 use super::bindings::{sender, types};
 use super::registry::{Deployed, Prepared};
 use super::state::InvocationState;
+use crate::config::World;
 use crate::db::UnitOfWork;
-use crate::resilience::Permit;
+use crate::resilience::{Permit, Slot};
 use crate::telemetry::metrics::ADMISSION_REJECTED;
+
+/// The body of a `wasi:http/proxy` component's response: streamed from the
+/// guest while it runs.
+pub type ProxyBody = HyperOutgoingBody;
+
+/// Why a streamed request body could not be read; handed to the guest as
+/// its `wasi:http` error code.
+pub type ProxyBodyError = wasmtime_wasi_http::Error;
 
 /// `Retry-After` for a full queue: long enough for a slot to free up,
 /// short enough that a retry soon succeeds.
@@ -148,6 +163,17 @@ pub struct Rejection {
     pub retry_after_ms: i64,
 }
 
+/// How a `wasi:http/proxy` invocation answered.
+pub enum ProxyReply {
+    /// The component's response, returned as soon as the guest set it. Its
+    /// body streams while the guest still runs; the invocation is metered
+    /// and recorded when the guest returns.
+    Streaming { response: hyper::Response<ProxyBody>, version: Arc<str> },
+    /// No response from the component: refused, failed before answering,
+    /// or answered with an error code. Finished and recorded.
+    Finished(Invocation),
+}
+
 /// The result of a connector invocation.
 #[derive(Debug)]
 pub struct DeliveryAttempt {
@@ -189,12 +215,49 @@ enum Returned {
 }
 
 /// A finished call, before its result is interpreted.
-struct Execution {
-    result: wasmtime::Result<Returned>,
+struct Execution<R> {
+    result: wasmtime::Result<R>,
     unit_of_work: UnitOfWork,
-    fuel_consumed: u64,
-    memory_peak: usize,
+    cost: Cost,
     memory_exceeded: bool,
+}
+
+/// What a call used.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    fuel_consumed: u64,
+    /// Largest linear memory, in bytes.
+    memory_peak: usize,
+}
+
+impl<R> Execution<R> {
+    /// What the store says the call cost.
+    fn collect(result: wasmtime::Result<R>, store: Store<InvocationState>, fuel_budget: Option<u64>) -> Self {
+        let fuel_consumed = fuel_budget.map_or(0, |budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let state = store.into_data();
+        Execution {
+            result,
+            cost: Cost { fuel_consumed, memory_peak: state.limiter.peak },
+            memory_exceeded: state.limiter.exceeded,
+            unit_of_work: state.into_unit_of_work(),
+        }
+    }
+}
+
+/// Admitted to run: the queue slot and breaker permit, held until the
+/// invocation is recorded.
+struct Admitted {
+    _slot: Option<Slot>,
+    permit: Option<Permit>,
+}
+
+impl Admitted {
+    /// Tells the breaker how the call went.
+    fn settle(self, outcome: Outcome) {
+        if let Some(permit) = self.permit {
+            permit.record(!outcome.is_fault());
+        }
+    }
 }
 
 impl Runtime {
@@ -205,25 +268,11 @@ impl Runtime {
         request_id: Arc<str>,
         request: HandlerRequest,
     ) -> Result<Invocation, InvokeError> {
-        let deployed = self.lookup(component, crate::config::World::Handler)?;
+        let deployed = self.lookup(component, World::Handler)?;
         let started = Instant::now();
-        // Bounded admission first: a refused request costs nothing more.
-        let _slot = match self.admissions.get(component) {
-            Some(gate) => match gate.admit().await {
-                Ok(slot) => Some(slot),
-                Err(refusal) => {
-                    let rejection = Rejection { reason: refusal.as_str(), retry_after_ms: ADMISSION_RETRY_AFTER_MS };
-                    return Ok(self.refuse(&deployed, &request_id, started, rejection));
-                }
-            },
-            None => None,
-        };
-        let permit = match self.breaker(component).map(|b| b.try_acquire()).transpose() {
-            Ok(permit) => permit,
-            Err(rejected) => {
-                let rejection = Rejection { reason: "breaker_open", retry_after_ms: rejected.retry_after_ms };
-                return Ok(self.refuse(&deployed, &request_id, started, rejection));
-            }
+        let admitted = match self.admit(&deployed, &request_id, started).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return Ok(refused),
         };
         let call = Call::Handle(types::Request {
             method: request.method,
@@ -255,7 +304,7 @@ impl Runtime {
                 let outcome = if response.status >= 500 { Outcome::Error } else { Outcome::Ok };
                 (outcome, Some(response))
             }
-            Err(err) => (self.failed(&deployed, &request_id, &err, execution.memory_exceeded), None),
+            Err(err) => (deployed.failed(&request_id, &err, execution.memory_exceeded), None),
         };
 
         // The unit of work commits only for a response below 400.
@@ -264,25 +313,132 @@ impl Runtime {
             Ok(()) => (outcome, response),
             Err(()) => (Outcome::Error, None),
         };
-        if let Some(permit) = permit {
-            permit.record(!outcome.is_fault());
-        }
+        admitted.settle(outcome);
         let status = response.as_ref().map(|r| r.status);
-        let record = self.finish(
-            &deployed,
-            &request_id,
-            outcome,
-            started,
-            execution.fuel_consumed,
-            execution.memory_peak,
-            status,
-        );
+        let record = deployed.finish(&request_id, outcome, started, execution.cost, status);
         Ok(Invocation { response, record, rejection: None })
+    }
+
+    /// Runs a `wasi:http/proxy` component's `handle` for one request, with
+    /// the same admission, breaker, limits and metering as a handler. The
+    /// guest runs in its own task so its response can stream: the reply
+    /// comes back when the guest sets the response, and the task records
+    /// the invocation when the guest returns.
+    pub async fn invoke_proxy<B>(
+        &self,
+        component: &str,
+        request_id: Arc<str>,
+        request: hyper::Request<B>,
+    ) -> Result<ProxyReply, InvokeError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<ProxyBodyError>,
+    {
+        let deployed = self.lookup(component, World::WasiHttp)?;
+        let started = Instant::now();
+        let admitted = match self.admit(&deployed, &request_id, started).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return Ok(ProxyReply::Finished(refused)),
+        };
+        let (mut store, fuel_set) = self.new_store(&deployed, &request_id, started);
+        // The status the guest answered with, for the outcome; 0 until set.
+        let status = Arc::new(AtomicU16::new(0));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let resources = fuel_set.and_then(|()| {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let outparam = http.new_response_outparam_from_callback({
+                let status = status.clone();
+                move |response| {
+                    if let Ok(response) = &response {
+                        status.store(response.status().as_u16(), Ordering::Relaxed);
+                    }
+                    // The caller may have gone; the guest need not know.
+                    let _ = sender.send(response);
+                }
+            })?;
+            Ok((request, outparam))
+        });
+        let fuel_budget = self.fuel_metering.then_some(deployed.limits.fuel);
+        let guest = tokio::spawn({
+            let deployed = deployed.clone();
+            let request_id = request_id.clone();
+            async move {
+                let run = async {
+                    let (request, outparam) = resources?;
+                    let Prepared::Proxy(pre) = &deployed.pre else {
+                        return Err(wasmtime::Error::msg("call does not match the component's world"));
+                    };
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+                };
+                let result = within_deadline(deployed.limits.timeout_ms, run).await;
+                let execution = Execution::collect(result, store, fuel_budget);
+                let status = status.load(Ordering::Relaxed);
+                let outcome = match &execution.result {
+                    Err(err) => deployed.failed(&request_id, err, execution.memory_exceeded),
+                    Ok(()) if status == 0 => {
+                        tracing::warn!(
+                            component = &*deployed.context.name,
+                            request_id = &*request_id,
+                            "component returned without a response, or answered with an error code"
+                        );
+                        Outcome::Error
+                    }
+                    Ok(()) if status >= 500 => Outcome::Error,
+                    Ok(()) => Outcome::Ok,
+                };
+                // Proxy components hold no Switchyard state; nothing to commit.
+                let _ = settle(execution.unit_of_work, false, &deployed.context.name, &request_id).await;
+                admitted.settle(outcome);
+                let status = (status != 0).then_some(status);
+                deployed.finish(&request_id, outcome, started, execution.cost, status)
+            }
+            .in_current_span()
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(ProxyReply::Streaming { response, version: deployed.version.clone() }),
+            // No response (the guest failed first) or an error code: the
+            // guest's own record says which.
+            Ok(Err(_)) | Err(_) => {
+                let record = match guest.await {
+                    Ok(record) => record,
+                    Err(join) => {
+                        tracing::error!(component, request_id = &*request_id, error = %join, "invocation task failed");
+                        deployed.finish_unrun(&request_id, Outcome::Error, started)
+                    }
+                };
+                Ok(ProxyReply::Finished(Invocation { response: None, record, rejection: None }))
+            }
+        }
+    }
+
+    /// Bounded admission, then the breaker; a refused call costs nothing
+    /// more and comes back finished.
+    async fn admit(&self, deployed: &Deployed, request_id: &str, started: Instant) -> Result<Admitted, Invocation> {
+        let name = &*deployed.context.name;
+        let slot = match self.admissions.get(name) {
+            Some(gate) => match gate.admit().await {
+                Ok(slot) => Some(slot),
+                Err(refusal) => {
+                    let rejection = Rejection { reason: refusal.as_str(), retry_after_ms: ADMISSION_RETRY_AFTER_MS };
+                    return Err(self.refuse(deployed, request_id, started, rejection));
+                }
+            },
+            None => None,
+        };
+        match self.breaker(name).map(|b| b.try_acquire()).transpose() {
+            Ok(permit) => Ok(Admitted { _slot: slot, permit }),
+            Err(rejected) => {
+                let rejection = Rejection { reason: "breaker_open", retry_after_ms: rejected.retry_after_ms };
+                Err(self.refuse(deployed, request_id, started, rejection))
+            }
+        }
     }
 
     fn refuse(&self, deployed: &Deployed, request_id: &str, started: Instant, rejection: Rejection) -> Invocation {
         self.metrics.counter(ADMISSION_REJECTED, &[("reason", rejection.reason)]).increment(1);
-        let record = self.finish(deployed, request_id, Outcome::Rejected, started, 0, 0, None);
+        let record = deployed.finish_unrun(request_id, Outcome::Rejected, started);
         Invocation { response: None, record, rejection: Some(rejection) }
     }
 
@@ -293,12 +449,12 @@ impl Runtime {
         request_id: Arc<str>,
         envelope: Envelope,
     ) -> Result<DeliveryAttempt, InvokeError> {
-        let deployed = self.lookup(component, crate::config::World::Connector)?;
+        let deployed = self.lookup(component, World::Connector)?;
         let started = Instant::now();
         let permit: Option<Permit> = match self.breaker(component).map(|b| b.try_acquire()).transpose() {
             Ok(permit) => permit,
             Err(rejected) => {
-                let record = self.finish(&deployed, &request_id, Outcome::Rejected, started, 0, 0, None);
+                let record = deployed.finish_unrun(&request_id, Outcome::Rejected, started);
                 let delivery = Delivery::Rejected { retry_after_ms: rejected.retry_after_ms };
                 return Ok(DeliveryAttempt { delivery, record });
             }
@@ -326,7 +482,7 @@ impl Runtime {
             }
             Ok(Returned::Response(_)) => (Outcome::Error, Delivery::Retryable("connector returned a response".into())),
             Err(err) => {
-                let outcome = self.failed(&deployed, &request_id, &err, execution.memory_exceeded);
+                let outcome = deployed.failed(&request_id, &err, execution.memory_exceeded);
                 (outcome, Delivery::Retryable(format!("connector {outcome}")))
             }
         };
@@ -335,12 +491,11 @@ impl Runtime {
             // cannot be reached, or a connector that crashes, is not.
             permit.record(!matches!(delivery, Delivery::Retryable(_)));
         }
-        let record =
-            self.finish(&deployed, &request_id, outcome, started, execution.fuel_consumed, execution.memory_peak, None);
+        let record = deployed.finish(&request_id, outcome, started, execution.cost, None);
         Ok(DeliveryAttempt { delivery, record })
     }
 
-    fn lookup(&self, component: &str, world: crate::config::World) -> Result<Arc<Deployed>, InvokeError> {
+    fn lookup(&self, component: &str, world: World) -> Result<Arc<Deployed>, InvokeError> {
         let deployed =
             self.registry.get(component).ok_or_else(|| InvokeError::UnknownComponent(component.to_owned()))?;
         if deployed.pre.world() != world {
@@ -353,11 +508,16 @@ impl Runtime {
         Ok(deployed)
     }
 
-    /// Instantiates and calls, within the component's limits.
-    async fn execute(&self, deployed: &Deployed, request_id: &Arc<str>, call: Call) -> Execution {
-        let started = Instant::now();
+    /// A fresh store for one invocation: memory limiter, fuel, and the
+    /// deadline the epoch callback enforces. Setting the fuel fails only on
+    /// an engine without fuel; the caller reports it as the call's error.
+    fn new_store(
+        &self,
+        deployed: &Deployed,
+        request_id: &Arc<str>,
+        started: Instant,
+    ) -> (Store<InvocationState>, wasmtime::Result<()>) {
         let limits = deployed.limits;
-        let timeout = Duration::from_millis(limits.timeout_ms);
         let unit_of_work = self.db.unit_of_work(deployed.context.name.clone(), request_id.clone());
         let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let state = InvocationState::new(deployed.context.clone(), request_id.clone(), unit_of_work, memory);
@@ -365,8 +525,8 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Every Store starts with no fuel and an expired epoch deadline.
-        let fuel_set = store.set_fuel(limits.fuel);
-        let deadline = started + timeout;
+        let fuel_set = if self.fuel_metering { store.set_fuel(limits.fuel) } else { Ok(()) };
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
@@ -376,7 +536,12 @@ impl Runtime {
             }
         });
         store.set_epoch_deadline(1);
+        (store, fuel_set)
+    }
 
+    /// Instantiates and calls, within the component's limits.
+    async fn execute(&self, deployed: &Deployed, request_id: &Arc<str>, call: Call) -> Execution<Returned> {
+        let (mut store, fuel_set) = self.new_store(deployed, request_id, Instant::now());
         let run = async {
             fuel_set?;
             match (&deployed.pre, call) {
@@ -394,31 +559,28 @@ impl Runtime {
                 _ => Err(wasmtime::Error::msg("call does not match the component's world")),
             }
         };
-        // The epoch callback stops guest code at the deadline; this bound
-        // also covers time spent waiting in host calls (a locked row, a
-        // slow provider).
-        let result = match tokio::time::timeout(timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
-        };
-
-        let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let state = store.into_data();
-        Execution {
-            result,
-            fuel_consumed,
-            memory_peak: state.limiter.peak,
-            memory_exceeded: state.limiter.exceeded,
-            unit_of_work: state.into_unit_of_work(),
-        }
+        let result = within_deadline(deployed.limits.timeout_ms, run).await;
+        Execution::collect(result, store, self.fuel_metering.then_some(deployed.limits.fuel))
     }
+}
 
+/// Bounds a call by the component's deadline. The epoch callback stops guest
+/// code at the deadline; this also covers time spent waiting in host calls
+/// (a locked row, a slow provider).
+async fn within_deadline<R>(timeout_ms: u64, run: impl Future<Output = wasmtime::Result<R>>) -> wasmtime::Result<R> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), run).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
+    }
+}
+
+impl Deployed {
     /// Classifies and logs a failed call.
-    fn failed(&self, deployed: &Deployed, request_id: &str, err: &wasmtime::Error, memory_exceeded: bool) -> Outcome {
+    fn failed(&self, request_id: &str, err: &wasmtime::Error, memory_exceeded: bool) -> Outcome {
         let outcome = classify(err);
         tracing::warn!(
-            component = &*deployed.context.name,
-            version = &*deployed.version,
+            component = &*self.context.name,
+            version = &*self.version,
             request_id,
             outcome = outcome.as_str(),
             // A guest refused memory usually aborts; this names the cause.
@@ -429,27 +591,30 @@ impl Runtime {
         outcome
     }
 
-    /// Builds, logs and publishes the outcome record.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a call that never ran.
+    fn finish_unrun(&self, request_id: &str, outcome: Outcome, started: Instant) -> OutcomeRecord {
+        self.finish(request_id, outcome, started, Cost::default(), None)
+    }
+
+    /// Builds, logs and publishes the outcome record of a call.
     fn finish(
         &self,
-        deployed: &Deployed,
         request_id: &str,
         outcome: Outcome,
         started: Instant,
-        fuel_consumed: u64,
-        memory_peak: usize,
+        cost: Cost,
         status: Option<u16>,
     ) -> OutcomeRecord {
+        let Cost { fuel_consumed, memory_peak } = cost;
         let record = OutcomeRecord {
-            component: deployed.context.name.clone(),
-            version: deployed.version.clone(),
+            component: self.context.name.clone(),
+            version: self.version.clone(),
             outcome,
             latency: started.elapsed(),
             fuel_consumed,
             memory_peak,
         };
-        deployed.count(outcome, record.latency, fuel_consumed, memory_peak);
+        self.count(outcome, record.latency, fuel_consumed, memory_peak);
         tracing::info!(
             component = &*record.component,
             version = &*record.version,

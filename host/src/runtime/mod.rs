@@ -32,7 +32,7 @@ use crate::telemetry::metrics::Metrics;
 pub use deploy::{ComponentDetails, DeployError, DeployReport};
 pub use invoke::{
     Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
-    OutcomeRecord, Rejection,
+    OutcomeRecord, ProxyBody, ProxyBodyError, ProxyReply, Rejection,
 };
 pub use registry::{ComponentInfo, PrepareError, Registry};
 
@@ -54,7 +54,10 @@ pub struct Runtime {
     /// `instantiate_pre`.
     handler_linker: Linker<InvocationState>,
     connector_linker: Linker<InvocationState>,
+    proxy_linker: Linker<InvocationState>,
     registry: Registry,
+    /// Whether stores get fuel (`[runtime] fuel_metering`).
+    fuel_metering: bool,
     /// One per component, kept across versions: a new build of a failing
     /// component does not reset what its callers have seen.
     breakers: HashMap<String, Arc<CircuitBreaker>>,
@@ -82,7 +85,8 @@ impl Runtime {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Runtime> {
         let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
-        let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES))?;
+        let fuel_metering = config.runtime.fuel_metering;
+        let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES), fuel_metering)?;
         let ticker = engine::EpochTicker::start(&engine)?;
         let mut handler_linker = Linker::new(&engine);
         capabilities::add_handler_imports(&mut handler_linker)
@@ -90,6 +94,10 @@ impl Runtime {
             .context("cannot link host interfaces")?;
         let mut connector_linker = Linker::new(&engine);
         capabilities::add_connector_imports(&mut connector_linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link host interfaces")?;
+        let mut proxy_linker = Linker::new(&engine);
+        capabilities::add_proxy_imports(&mut proxy_linker)
             .map_err(anyhow::Error::from)
             .context("cannot link host interfaces")?;
         let connectors: Arc<BTreeSet<String>> = Arc::new(config.connectors.keys().cloned().collect());
@@ -122,6 +130,8 @@ impl Runtime {
             _ticker: ticker,
             handler_linker,
             connector_linker,
+            proxy_linker,
+            fuel_metering,
             registry: Registry::default(),
             breakers,
             connectors: connectors.clone(),
@@ -129,7 +139,7 @@ impl Runtime {
             admissions: config
                 .components
                 .iter()
-                .filter(|(_, c)| c.world == World::Handler)
+                .filter(|(_, c)| c.world.serves_routes())
                 .map(|(name, c)| {
                     let a = config.admission_for(c);
                     let timeout = std::time::Duration::from_millis(a.queue_timeout_ms);
@@ -207,6 +217,7 @@ impl Runtime {
         match world {
             World::Handler => &self.handler_linker,
             World::Connector => &self.connector_linker,
+            World::WasiHttp => &self.proxy_linker,
         }
     }
 

@@ -1,8 +1,10 @@
-//! Routes from `[[routes]]` to handler components.
+//! Routes from `[[routes]]` to handler and `wasi:http/proxy` components.
 //!
-//! Each route becomes an axum route with its method and path template; the
-//! request is copied into a `HandlerRequest`, the component invoked, and its
-//! response (or a generic error) returned with the version that served it.
+//! Each route becomes an axum route with its method and path template. For a
+//! handler the request is copied into a `HandlerRequest`; a proxy component
+//! gets the request itself with its body streaming in, and its response
+//! body streams out. Either way the response (or a generic error) goes back
+//! with the version that served it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -12,15 +14,16 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawPathParams, State};
+use axum::extract::{DefaultBodyLimit, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::routing::{MethodFilter, MethodRouter, any, on};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{AppState, RequestId};
-use crate::config::Config;
+use crate::config::{Config, World};
 use crate::error::AppError;
-use crate::runtime::{HandlerRequest, HandlerResponse, Invocation, Outcome};
+use crate::runtime::{HandlerRequest, HandlerResponse, Invocation, Outcome, ProxyBodyError, ProxyReply};
 
 /// Names the exact component build that produced a response.
 pub const VERSION_HEADER: &str = "x-switchyard-version";
@@ -53,9 +56,15 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
             component: route.component.clone(),
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
         });
-        let filter = method_filter(&route.method);
         let limits = (state.clone(), state.rate_limits.clone(), route.api_key);
-        let handler = on(filter, serve)
+        let proxy = config.components.get(&route.component).is_some_and(|c| c.world == World::WasiHttp);
+        let handler = match (route.method.as_str(), proxy) {
+            ("*", true) => any(serve_proxy),
+            ("*", false) => any(serve),
+            (method, true) => on(method_filter(method), serve_proxy),
+            (method, false) => on(method_filter(method), serve),
+        };
+        let handler = handler
             .layer::<_, Infallible>(Extension(target.clone()))
             .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes))
             .layer::<_, Infallible>(axum::middleware::from_fn_with_state(limits, super::limits::rate_limit));
@@ -110,6 +119,47 @@ async fn serve(
         .await
         .map_err(|err| AppError::Internal(err.into()))?;
     Ok(respond(invocation, &request_id))
+}
+
+/// Hands the request, body still streaming in, to a `wasi:http/proxy`
+/// component and streams its response back.
+async fn serve_proxy(
+    State(state): State<AppState>,
+    Extension(target): Extension<Arc<Target>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: Request,
+) -> Result<Response, AppError> {
+    let limit = target.max_body_bytes;
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH);
+    if declared.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
+    // A body without a length is cut off at the limit; the guest sees a
+    // body-size error on its stream.
+    let request = request.map(|body| Limited::new(body, limit).map_err(body_error));
+    let reply = state
+        .runtime
+        .invoke_proxy(&target.component, request_id.clone(), request)
+        .await
+        .map_err(|err| AppError::Internal(err.into()))?;
+    match reply {
+        ProxyReply::Streaming { response, version } => {
+            let mut response = response.map(axum::body::Body::new);
+            if let Ok(version) = HeaderValue::from_str(&version) {
+                response.headers_mut().insert(VERSION_HEADER, version);
+            }
+            Ok(response)
+        }
+        ProxyReply::Finished(invocation) => Ok(respond(invocation, &request_id)),
+    }
+}
+
+fn body_error(err: axum::BoxError) -> ProxyBodyError {
+    if err.is::<LengthLimitError>() {
+        ProxyBodyError::HttpRequestBodySize(None)
+    } else {
+        ProxyBodyError::InternalError(Some(err.to_string()))
+    }
 }
 
 fn respond(invocation: Invocation, request_id: &str) -> Response {

@@ -228,6 +228,17 @@ impl TestHost {
 
     /// Starts a host whose outbox is delivered as `delivery` says.
     pub async fn start_with(backend: Backend, delivery: Delivery) -> Option<TestHost> {
+        Self::start_configured(backend, delivery, "").await
+    }
+
+    /// Starts a host whose config adds `extra` TOML (components, routes,
+    /// sections) to the test config.
+    pub async fn start_with_toml(backend: Backend, extra: &str) -> Option<TestHost> {
+        Self::start_configured(backend, Delivery::None, extra).await
+    }
+
+    async fn start_configured(backend: Backend, delivery: Delivery, extra: &str) -> Option<TestHost> {
+        assert!(extra.is_empty() || delivery == Delivery::None, "extra TOML is only combined with Delivery::None");
         let (database_url, dir, pg_database) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -244,7 +255,7 @@ impl TestHost {
             }
         };
         let (config, simulator, simulator_stop) = match delivery {
-            Delivery::None => (test_config(&database_url), None, None),
+            Delivery::None => (config_with(&database_url, extra), None, None),
             Delivery::Simulator { .. } | Delivery::Forbidden => {
                 let simulator = Arc::new(Simulator::with_seed(7));
                 let deliveries = TcpListener::bind("127.0.0.1:0").await.expect("bind");

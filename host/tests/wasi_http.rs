@@ -1,0 +1,335 @@
+//! Standard `wasi:http/proxy` components behind routes, against the real
+//! `hello-http` fixture: any-method catch-all routes, bodies streamed both
+//! ways, outcomes and fuel in the metrics, the body limit enforced before the
+//! guest runs, deploys refused across worlds, and serving without fuel
+//! metering.
+//!
+//! A proxy component's response is returned while its guest still runs, and
+//! the invocation is recorded when the guest returns — possibly after the
+//! client has the whole body. Metric assertions therefore first wait, with
+//! `common::eventually`, for the expected number of invocations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use common::{ADMIN_TOKEN, Backend, TestHost};
+
+/// `hello-http` behind an any-method catch-all, and behind a POST route
+/// with a small body limit.
+const HELLO_HTTP: &str = r#"
+    [components.hello-http]
+    path = "hello-http.wasm"
+    world = "wasi-http"
+
+    [[routes]]
+    method = "*"
+    path = "/http/{*rest}"
+    component = "hello-http"
+    [[routes]]
+    method = "POST"
+    path = "/small"
+    component = "hello-http"
+    max_body_bytes = 1024
+"#;
+
+/// How long recording a finished invocation may take to show up.
+const SETTLE: Duration = Duration::from_secs(10);
+
+async fn start(extra: &str) -> TestHost {
+    TestHost::start_with_toml(Backend::Sqlite, extra).await.expect("sqlite host")
+}
+
+fn version_of(host: &TestHost, component: &str) -> String {
+    host.runtime.registry().list().into_iter().find(|c| c.name == component).unwrap().version
+}
+
+/// One sample of the exposition: name and labels → value.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn parse(text: &str) -> Samples {
+    let mut samples = Samples::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").expect("label pair");
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        samples.insert((name, labels), value.parse().expect("value"));
+    }
+    samples
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    samples.get(&(name.to_owned(), labels)).copied()
+}
+
+async fn scrape(host: &TestHost) -> Samples {
+    let response = TestHost::client().get(format!("{}/metrics", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    parse(&response.text().await.unwrap())
+}
+
+/// `component_invocations_total` of `component`'s active version by outcome.
+fn invocations(host: &TestHost, samples: &Samples, component: &str, outcome: &str) -> f64 {
+    let version = version_of(host, component);
+    value(
+        samples,
+        "component_invocations_total",
+        &[("component", component), ("version", &version), ("outcome", outcome)],
+    )
+    .unwrap_or_else(|| panic!("no invocation series for {component}/{outcome}"))
+}
+
+/// Invocations of `component` across every outcome.
+fn all_invocations(host: &TestHost, samples: &Samples, component: &str) -> f64 {
+    ["ok", "error", "trap", "fuel_exhausted", "timeout", "rejected"]
+        .iter()
+        .map(|outcome| invocations(host, samples, component, outcome))
+        .sum()
+}
+
+/// Scrapes once `component` has `n` recorded invocations in all.
+async fn settled(host: &TestHost, component: &str, n: f64) -> Samples {
+    common::eventually(&format!("{n} recorded invocations of {component}"), SETTLE, || async {
+        all_invocations(host, &scrape(host).await, component) >= n
+    })
+    .await;
+    scrape(host).await
+}
+
+/// `n` bytes of a pattern that does not repeat at chunk boundaries.
+fn patterned(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = TestHost::client()
+        .put(format!("{}/admin/components/{name}", host.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-switchyard-actor", "test-suite")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn component_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(common::components_dir().join(format!("{name}.wasm"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_all_route_serves_any_method() {
+    let host = start(HELLO_HTTP).await;
+    let client = TestHost::client();
+    let version = version_of(&host, "hello-http");
+    assert_eq!(version.len(), 12, "short content hash");
+
+    let response = client.get(format!("{}/http/any/deeper/path", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert_eq!(response.headers()["x-switchyard-version"], version.as_str());
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(response.text().await.unwrap(), "hello");
+
+    // `*` routes every method to the component.
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let response = client
+            .request(method.parse().unwrap(), format!("{}/http/x", host.url))
+            .body("ignored")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
+        assert_eq!(response.text().await.unwrap(), "hello", "{method}");
+    }
+
+    let samples = settled(&host, "hello-http", 5.0).await;
+    assert_eq!(invocations(&host, &samples, "hello-http", "ok"), 5.0);
+    assert_eq!(
+        value(&samples, "http_requests_total", &[("route", "/http/{*rest}"), ("method", "GET"), ("status", "200")]),
+        Some(1.0),
+        "labelled by the route template, not the raw path"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_streams_bodies_both_ways() {
+    let host = start(HELLO_HTTP).await;
+    let client = TestHost::client();
+    // Larger than the guest's 64 KiB read and host buffers, and not a
+    // multiple of its 4 KiB write chunks.
+    for body in [b"a small body".to_vec(), patterned(300 * 1024 + 17)] {
+        let response = client.post(format!("{}/http/echo?echo", host.url)).body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{} bytes", body.len());
+        let echoed = response.bytes().await.unwrap();
+        assert_eq!(echoed.len(), body.len());
+        assert!(echoed == body, "{} bytes came back changed", body.len());
+    }
+    // An empty body echoes as empty.
+    let response = client.post(format!("{}/http/echo?echo", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap().is_empty());
+
+    let samples = settled(&host, "hello-http", 3.0).await;
+    assert_eq!(invocations(&host, &samples, "hello-http", "ok"), 3.0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_decides_the_outcome_and_fuel_is_recorded() {
+    let host = start(HELLO_HTTP).await;
+    let client = TestHost::client();
+    let before = scrape(&host).await;
+    let fuel_before = value(&before, "component_fuel_consumed_total", &[("component", "hello-http")]);
+    assert_eq!(fuel_before.unwrap_or(0.0), 0.0, "no calls yet");
+
+    for status in [503, 404] {
+        let response = client.get(format!("{}/http/s?status={status}", host.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "the guest's status is passed through");
+        assert_eq!(response.headers()["x-switchyard-version"], version_of(&host, "hello-http").as_str());
+        assert_eq!(response.text().await.unwrap(), "hello", "the guest's own body, not a generic error");
+    }
+
+    let samples = settled(&host, "hello-http", 2.0).await;
+    assert_eq!(invocations(&host, &samples, "hello-http", "error"), 1.0, "a 5xx is an error");
+    assert_eq!(invocations(&host, &samples, "hello-http", "ok"), 1.0, "a 4xx is the caller's problem");
+    assert_eq!(all_invocations(&host, &samples, "hello-http"), 2.0);
+    let fuel = value(&samples, "component_fuel_consumed_total", &[("component", "hello-http")]).unwrap();
+    assert!(fuel > 0.0, "fuel consumed: {fuel}");
+    assert_eq!(
+        value(&samples, "component_fuel_per_invocation_count", &[("component", "hello-http")]),
+        Some(2.0),
+        "one observation per call"
+    );
+    assert_eq!(value(&samples, "component_fuel_per_invocation_sum", &[("component", "hello-http")]), Some(fuel));
+    assert_eq!(
+        value(&samples, "component_invocation_duration_seconds_count", &[("component", "hello-http")]),
+        Some(2.0)
+    );
+    assert!(value(&samples, "component_memory_peak_bytes", &[("component", "hello-http")]).unwrap() > 0.0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_oversized_body_is_refused_before_the_guest_runs() {
+    let host = start(HELLO_HTTP).await;
+    let client = TestHost::client();
+    let small = patterned(1024);
+
+    // At the limit: served.
+    let response = client.post(format!("{}/small?echo", host.url)).body(small.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), small);
+    let samples = settled(&host, "hello-http", 1.0).await;
+    assert_eq!(all_invocations(&host, &samples, "hello-http"), 1.0);
+
+    // One byte over, with a Content-Length: refused by the host.
+    let response = client.post(format!("{}/small?echo", host.url)).body(patterned(1025)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!response.headers().contains_key("x-switchyard-version"), "no component answered");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("1024"), "{body}");
+
+    // A later call is the second invocation: the refused one never ran.
+    let response = client.post(format!("{}/small?echo", host.url)).body(small.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let samples = settled(&host, "hello-http", 2.0).await;
+    assert_eq!(all_invocations(&host, &samples, "hello-http"), 2.0);
+    assert_eq!(invocations(&host, &samples, "hello-http", "ok"), 2.0);
+    assert_eq!(
+        value(&samples, "http_requests_total", &[("route", "/small"), ("method", "POST"), ("status", "413")]),
+        Some(1.0)
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_across_worlds_are_refused() {
+    let host = start(HELLO_HTTP).await;
+    let client = TestHost::client();
+    let hello = version_of(&host, "hello");
+    let hello_http = version_of(&host, "hello-http");
+
+    let (status, body) = deploy(&host, "hello", component_bytes("hello-http")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("does not implement the world switchyard:platform/handler"), "{error}");
+
+    let (status, body) = deploy(&host, "hello-http", component_bytes("hello")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("does not implement the world wasi:http/proxy"), "{error}");
+
+    // Both keep their versions and keep serving.
+    assert_eq!(version_of(&host, "hello"), hello);
+    assert_eq!(version_of(&host, "hello-http"), hello_http);
+    let response = client.get(format!("{}/hello", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-switchyard-version"], hello.as_str());
+    let response = client.get(format!("{}/http/x", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-switchyard-version"], hello_http.as_str());
+    assert_eq!(response.text().await.unwrap(), "hello");
+
+    let samples = scrape(&host).await;
+    assert_eq!(
+        value(&samples, "component_deployments_total", &[("component", "hello"), ("result", "rejected")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "component_deployments_total", &[("component", "hello-http"), ("result", "rejected")]),
+        Some(1.0)
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fuel_metering_serves_and_records_no_fuel() {
+    let host = start(&format!("[runtime]\nfuel_metering = false\n{HELLO_HTTP}")).await;
+    let client = TestHost::client();
+
+    let response = client.get(format!("{}/http/x", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "hello");
+    let body = patterned(100 * 1024);
+    let response = client.post(format!("{}/http/x?echo", host.url)).body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap() == body);
+    // Typed handlers run unmetered too.
+    let response = client.get(format!("{}/hello", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let samples = settled(&host, "hello-http", 2.0).await;
+    assert_eq!(invocations(&host, &samples, "hello-http", "ok"), 2.0);
+    for component in ["hello-http", "hello"] {
+        assert_eq!(
+            value(&samples, "component_fuel_consumed_total", &[("component", component)]),
+            Some(0.0),
+            "{component}: unmetered calls report no fuel"
+        );
+    }
+    assert_eq!(value(&samples, "component_fuel_per_invocation_count", &[("component", "hello-http")]), Some(2.0));
+    host.stop().await;
+}
