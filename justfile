@@ -60,6 +60,12 @@ monitoring-check:
     cd monitoring/prometheus && promtool test rules alerts.test.yml
     python3 monitoring/check-dashboards.py --list > /dev/null
 
+# Side by side on loopback with wrk: bare axum, Switchyard (wasi:http and typed hello,
+# fuel and metrics on/off) and `wasmtime serve` when on PATH; writes a Markdown table.
+bench: components
+    cargo build --release -p switchyard -p switchyard-loadtests --bin switchyard --bin hello-axum
+    loadtests/bench/http-compare.sh
+
 # Instantiate + call latency of the order handler and a trivial fixture.
 bench-invoke: components
     cargo bench -p switchyard --bench invoke

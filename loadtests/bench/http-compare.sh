@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# `just bench`: requests/s and latency of a trivial "hello" served by
+#   (a) a bare axum binary — the ceiling,
+#   (b) Switchyard serving the standard wasi:http component hello-http,
+#   (c) Switchyard serving the typed-handler fixture hello,
+#   (d) `wasmtime serve` on the same hello-http, when `wasmtime` is on PATH,
+# plus (b) with fuel metering off and with metrics off, all in one run with
+# the same load generator (wrk) and settings. Rounds interleave the servers
+# so drift on a shared machine hits each alike; each figure is the median
+# over rounds. Prints a Markdown table and writes it under loadtests/results/.
+# Traffic stays on loopback; every server is stopped by the PID it got.
+#
+# Settings (environment): BENCH_DURATION (10s), BENCH_ROUNDS (3),
+# BENCH_CONNECTIONS (16), BENCH_THREADS (1 wrk thread).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${CARGO_TARGET_DIR:=target}"
+switchyard="$CARGO_TARGET_DIR/release/switchyard"
+hello_axum="$CARGO_TARGET_DIR/release/hello-axum"
+hello_http="$PWD/components/build/hello-http.wasm"
+hello_typed="$PWD/components/build/hello.wasm"
+command -v wrk >/dev/null || { echo "bench needs wrk (Debian package wrk)" >&2; exit 1; }
+for f in "$switchyard" "$hello_axum" "$hello_http" "$hello_typed"; do
+    [ -e "$f" ] || { echo "missing $f: run 'just bench', which builds it" >&2; exit 1; }
+done
+
+duration="${BENCH_DURATION:-10s}"
+rounds="${BENCH_ROUNDS:-3}"
+connections="${BENCH_CONNECTIONS:-16}"
+threads="${BENCH_THREADS:-1}"
+work=$(mktemp -d)
+pid=""
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"; }
+trap cleanup EXIT
+
+variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics)
+wasmtime_version=""
+if command -v wasmtime >/dev/null; then
+    wasmtime_version=$(wasmtime --version)
+    variants+=(wasmtime-serve)
+else
+    echo "no wasmtime on PATH: skipping 'wasmtime serve'" \
+        "(install it with: cargo install wasmtime-cli --version 48.0.8 --locked)" >&2
+fi
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Writes a host config for hello-http (or hello) with the given extra TOML.
+switchyard_config() { # $1 = port, $2 = variant
+    local fuel=true metrics=true
+    case "$2" in
+        *-nofuel) fuel=false ;;
+        *-nometrics) metrics=false ;;
+    esac
+    cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+[database]
+url = "sqlite://$work/$2.db"
+[runtime]
+fuel_metering = $fuel
+[metrics]
+enabled = $metrics
+[components.hello-http]
+path = "$hello_http"
+world = "wasi-http"
+[components.hello]
+path = "$hello_typed"
+[[routes]]
+method = "*"
+path = "/{*path}"
+component = "hello-http"
+[[routes]]
+method = "GET"
+path = "/typed/hello"
+component = "hello"
+TOML
+}
+
+# Starts one server; prints the URL to load.
+start() { # $1 = variant, $2 = port
+    case "$1" in
+        axum)
+            "$hello_axum" --listen "127.0.0.1:$2" >/dev/null 2>&1 &
+            pid=$!; url="http://127.0.0.1:$2/hello" ;;
+        wasmtime-serve)
+            wasmtime serve --addr "127.0.0.1:$2" "$hello_http" >/dev/null 2>&1 &
+            pid=$!; url="http://127.0.0.1:$2/hello" ;;
+        switchyard-*)
+            switchyard_config "$2" "$1" > "$work/$1.toml"
+            "$switchyard" serve --config "$work/$1.toml" >/dev/null 2>&1 &
+            pid=$!
+            if [ "$1" = switchyard-typed ]; then url="http://127.0.0.1:$2/typed/hello"; else url="http://127.0.0.1:$2/hello"; fi ;;
+    esac
+    for _ in $(seq 1 200); do
+        if curl -sf -o /dev/null "$url"; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || { echo "$1 exited while starting" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "$1 did not answer $url" >&2
+    return 1
+}
+
+stop() {
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+}
+
+# One measurement: prints "variant rps p50_us p99_us errors".
+measure() { # $1 = variant
+    local port out
+    port=$(free_port)
+    start "$1" "$port"
+    wrk -t"$threads" -c"$connections" -d2s "$url" >/dev/null # warm-up
+    out=$(wrk -t"$threads" -c"$connections" -d"$duration" --latency "$url")
+    stop
+    WRK_OUTPUT="$out" python3 - "$1" <<'PY'
+import os, re, sys
+out = os.environ["WRK_OUTPUT"]
+def us(v):
+    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+p99 = us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+# Anything but a 2xx, and any socket error, is a failed request.
+non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
+print(sys.argv[1], rps, p50, p99, errors)
+PY
+}
+
+mkdir -p loadtests/results
+samples="$work/samples"
+for round in $(seq 1 "$rounds"); do
+    for variant in "${variants[@]}"; do
+        echo "round $round/$rounds: $variant" >&2
+        measure "$variant" >> "$samples"
+    done
+done
+
+report="loadtests/results/bench-$(date -u +%Y%m%d-%H%M%S).md"
+python3 - "$samples" "$duration" "$rounds" "$connections" "$threads" "$wasmtime_version" "$(nproc)" <<'PY' | tee "$report"
+import statistics, sys
+from collections import defaultdict
+path, duration, rounds, connections, threads, wasmtime_version, cores = sys.argv[1:]
+runs = defaultdict(list)
+for line in open(path):
+    name, rps, p50, p99, errors = line.split()
+    runs[name].append((float(rps), float(p50), float(p99), int(errors)))
+med = {n: tuple(statistics.median(r[i] for r in rs) for i in range(3)) + (sum(r[3] for r in rs),) for n, rs in runs.items()}
+labels = {
+    "axum": "(a) bare axum hello",
+    "switchyard-http": "(b) Switchyard, hello-http (wasi:http)",
+    "switchyard-typed": "(c) Switchyard, hello (typed handler)",
+    "wasmtime-serve": "(d) wasmtime serve, hello-http",
+    "switchyard-http-nofuel": "(b) with fuel metering off",
+    "switchyard-http-nometrics": "(b) with metrics off",
+}
+def ms(us): return f"{us / 1000:.2f} ms"
+def ratio(n, base):
+    return f"{med[n][0] / med[base][0]:.2f}×" if base in med else "–"
+print(f"wrk, {threads} thread, {connections} connections, {duration} per run, median of {rounds} rounds, {cores} cores shared by load generator and server.")
+if wasmtime_version: print(f"`{wasmtime_version}`.")
+print()
+print("| server | req/s | p50 | p99 | vs (a) | vs (d) | errors | runs (req/s) |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+for n in labels:
+    if n not in med: continue
+    rps, p50, p99, errors = med[n]
+    print(f"| {labels[n]} | {rps:,.0f} | {ms(p50)} | {ms(p99)} | {ratio(n, 'axum')} | {ratio(n, 'wasmtime-serve')} | {errors} | {', '.join(f'{r[0]:,.0f}' for r in runs[n])} |")
+print()
+b = med["switchyard-http"]
+if "wasmtime-serve" in med:
+    d = med["wasmtime-serve"]
+    ok = b[0] >= 1.5 * d[0] and b[2] <= d[2]
+    print(f"- hello-http vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])} — goal ≥ 1.5× with p99 no worse: {'met' if ok else 'NOT met'}")
+else:
+    print("- hello-http vs wasmtime serve: not measured (no wasmtime on PATH)")
+a = med["axum"]
+print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
+nofuel = med["switchyard-http-nofuel"][0]
+cost = 100 * (nofuel - b[0]) / nofuel
+print(f"- cost of fuel metering: {cost:.1f} % of req/s — goal ≤ 5 %: {'met' if cost <= 5 else 'NOT met'}")
+nometrics = med["switchyard-http-nometrics"][0]
+print(f"- cost of metrics: {100 * (nometrics - b[0]) / nometrics:.1f} % of req/s")
+if any(m[3] for m in med.values()):
+    print("- **some requests failed**: see the errors column")
+PY
+echo "written to $report" >&2
