@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -138,6 +139,14 @@ pub async fn serve(
         shutdown.await;
         let _ = draining_tx.send(());
     };
+    // No Nagle delay: a streamed response is written in several small
+    // segments, and the last would otherwise wait for the client's delayed
+    // acknowledgement of the first.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .into_future();
