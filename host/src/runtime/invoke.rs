@@ -343,7 +343,7 @@ impl Runtime {
         let (mut store, fuel_set) = self.new_store(&deployed, &request_id, started);
         // The status the guest answered with, for the outcome; 0 until set.
         let status = Arc::new(AtomicU16::new(0));
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let resources = fuel_set.and_then(|()| {
             let mut http = store.data_mut().http();
             let request = http.new_incoming_request(Scheme::Http, request)?;
@@ -360,7 +360,12 @@ impl Runtime {
             Ok((request, outparam))
         });
         let fuel_budget = self.fuel_metering.then_some(deployed.limits.fuel);
-        let guest = tokio::spawn({
+        // The guest runs in this task until it either returns or sets its
+        // response and waits (on a full body pipe, a slow request body, a
+        // timer). Most return at once, leaving a complete response; only a
+        // guest still running when its response is ready moves to a task of
+        // its own, so the response can stream while it goes on.
+        let mut guest = Box::pin({
             let deployed = deployed.clone();
             let request_id = request_id.clone();
             async move {
@@ -396,20 +401,25 @@ impl Runtime {
             }
             .in_current_span()
         });
-        match receiver.await {
-            Ok(Ok(response)) => Ok(ProxyReply::Streaming { response, version: deployed.version.clone() }),
-            // No response (the guest failed first) or an error code: the
-            // guest's own record says which.
-            Ok(Err(_)) | Err(_) => {
-                let record = match guest.await {
-                    Ok(record) => record,
-                    Err(join) => {
-                        tracing::error!(component, request_id = &*request_id, error = %join, "invocation task failed");
-                        deployed.finish_unrun(&request_id, Outcome::Error, started)
-                    }
-                };
-                Ok(ProxyReply::Finished(Invocation { response: None, record, rejection: None }))
-            }
+        let version = deployed.version.clone();
+        tokio::select! {
+            biased;
+            record = &mut guest => match receiver.try_recv() {
+                Ok(Ok(response)) => Ok(ProxyReply::Streaming { response, version }),
+                // No response (the guest failed first) or an error code:
+                // the guest's own record says which.
+                _ => Ok(ProxyReply::Finished(Invocation { response: None, record, rejection: None })),
+            },
+            response = &mut receiver => match response {
+                Ok(Ok(response)) => {
+                    tokio::spawn(guest);
+                    Ok(ProxyReply::Streaming { response, version })
+                }
+                Ok(Err(_)) | Err(_) => {
+                    let record = guest.await;
+                    Ok(ProxyReply::Finished(Invocation { response: None, record, rejection: None }))
+                }
+            },
         }
     }
 

@@ -56,7 +56,6 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
             component: route.component.clone(),
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
         });
-        let limits = (state.clone(), state.rate_limits.clone(), route.api_key);
         let proxy = config.components.get(&route.component).is_some_and(|c| c.world == World::WasiHttp);
         let handler = match (route.method.as_str(), proxy) {
             ("*", true) => any(serve_proxy),
@@ -66,8 +65,14 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
         };
         let handler = handler
             .layer::<_, Infallible>(Extension(target.clone()))
-            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes))
-            .layer::<_, Infallible>(axum::middleware::from_fn_with_state(limits, super::limits::rate_limit));
+            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes));
+        // Keyless routes without per-IP limits skip the limiter entirely.
+        let handler = if state.rate_limits.applies(route.api_key) {
+            let limits = (state.metrics.clone(), state.rate_limits.clone(), route.api_key);
+            handler.layer::<_, Infallible>(axum::middleware::from_fn_with_state(limits, super::limits::rate_limit))
+        } else {
+            handler
+        };
         let entry = paths.remove(route.path.as_str()).unwrap_or_default();
         paths.insert(&route.path, entry.merge(handler));
     }

@@ -1,31 +1,80 @@
 //! Request metrics: count, duration and in-flight gauge, labelled by the
 //! matched route *template* (never the raw path), method and status.
+//!
+//! Handles are looked up once per (route, method, status) and cached, so a
+//! request records through atomics without building label sets or touching
+//! the registry.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Gauge, Histogram};
 
-use super::AppState;
-use crate::telemetry::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
+use crate::telemetry::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, Metrics};
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
-pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The handles of one route and method, by status.
+#[derive(Default)]
+struct RouteHandles {
+    duration: Option<Histogram>,
+    requests: HashMap<u16, Counter>,
+}
+
+/// Cached request metric handles. Route templates come from the config and
+/// methods and statuses are bounded, so the cache is too.
+pub struct HttpMetrics {
+    metrics: Arc<Metrics>,
+    in_flight: Gauge,
+    /// Route template → method → handles.
+    routes: RwLock<HashMap<String, HashMap<Method, RouteHandles>>>,
+}
+
+impl HttpMetrics {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<HttpMetrics> {
+        Arc::new(HttpMetrics { in_flight: metrics.gauge(HTTP_IN_FLIGHT, &[]), metrics, routes: RwLock::default() })
+    }
+
+    fn record(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+        // The common case: both handles are cached; a shared read lock.
+        if let Ok(routes) = self.routes.read()
+            && let Some(handles) = routes.get(route).and_then(|methods| methods.get(method))
+            && let (Some(duration), Some(requests)) = (&handles.duration, handles.requests.get(&status))
+        {
+            duration.record(seconds);
+            requests.increment(1);
+            return;
+        }
+        let Ok(mut routes) = self.routes.write() else { return };
+        let handles = routes.entry(route.to_owned()).or_default().entry(method.clone()).or_default();
+        let labels = [("route", route), ("method", method.as_str())];
+        let duration = handles.duration.get_or_insert_with(|| self.metrics.histogram(HTTP_DURATION, &labels));
+        duration.record(seconds);
+        handles
+            .requests
+            .entry(status)
+            .or_insert_with(|| {
+                let status = status.to_string();
+                self.metrics.counter(HTTP_REQUESTS, &[labels[0], labels[1], ("status", &status)])
+            })
+            .increment(1);
+    }
+}
+
+pub async fn middleware(State(http): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
-    let method = request.method().as_str().to_owned();
-    let in_flight = state.metrics.gauge(HTTP_IN_FLIGHT, &[]);
-    in_flight.increment(1.0);
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    http.in_flight.increment(1.0);
     let response = next.run(request).await;
-    in_flight.decrement(1.0);
-    let status = response.status().as_u16().to_string();
-    state.metrics.counter(HTTP_REQUESTS, &[("route", &route), ("method", &method), ("status", &status)]).increment(1);
-    state
-        .metrics
-        .histogram(HTTP_DURATION, &[("route", &route), ("method", &method)])
-        .record(started.elapsed().as_secs_f64());
+    http.in_flight.decrement(1.0);
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    http.record(route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

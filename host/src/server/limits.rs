@@ -21,9 +21,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use super::AppState;
 use crate::config::{Config, Quota as QuotaConfig};
-use crate::telemetry::metrics::ADMISSION_REJECTED;
+use crate::telemetry::metrics::{ADMISSION_REJECTED, Metrics};
 
 /// Header carrying an API key (a bearer token works too).
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -110,13 +109,20 @@ fn too_many(retry_after_secs: u64, who: &str) -> Response {
     response
 }
 
+impl RateLimits {
+    /// Whether a route needs the rate-limit middleware at all.
+    pub fn applies(&self, key_required: bool) -> bool {
+        key_required || self.per_ip.is_some()
+    }
+}
+
 /// Route middleware: `key_required` comes from the route's `api_key`.
 pub async fn rate_limit(
-    State((state, limits, key_required)): State<(AppState, Arc<RateLimits>, bool)>,
+    State((metrics, limits, key_required)): State<(Arc<Metrics>, Arc<RateLimits>, bool)>,
     request: Request,
     next: Next,
 ) -> Response {
-    let rejected = |reason: &'static str| state.metrics.counter(ADMISSION_REJECTED, &[("reason", reason)]).increment(1);
+    let rejected = |reason: &'static str| metrics.counter(ADMISSION_REJECTED, &[("reason", reason)]).increment(1);
     if key_required {
         let known = presented_key(request.headers()).and_then(|key| limits.keys.get(key));
         let Some((name, limiter)) = known else {

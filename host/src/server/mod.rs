@@ -59,7 +59,10 @@ pub fn app(config: &Config, state: AppState) -> Router {
         .merge(metrics_endpoint::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), http_metrics::middleware))
+        .layer(middleware::from_fn_with_state(
+            http_metrics::HttpMetrics::new(state.metrics.clone()),
+            http_metrics::middleware,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(middleware::from_fn_with_state(header_limits, limits::header_limits))
         .layer(middleware::from_fn(request_id::middleware))

@@ -18,10 +18,24 @@ pub enum LogFormat {
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,wasmtime=warn,cranelift=warn";
 
-/// Installs the global subscriber, writing to stderr. Safe to call once
-/// per process; later calls do nothing.
-pub fn init(format: LogFormat) {
-    init_with_writer(format, std::io::stderr);
+/// Lines the log writer thread may fall behind by before request threads
+/// wait for it. Nothing is dropped: a full buffer slows logging callers
+/// rather than losing lines.
+const LOG_BUFFER_LINES: usize = 64 * 1024;
+
+/// Installs the global subscriber, writing to stderr from a dedicated
+/// thread so request threads format a line but never wait on the write.
+/// Keep the returned guard alive until exit: dropping it flushes what is
+/// still buffered. Safe to call once per process; later calls do nothing.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(false)
+        .thread_name("switchyard-log")
+        .finish(std::io::stderr());
+    init_with_writer(format, writer);
+    guard
 }
 
 /// [`init`] with another destination (tests capture logs this way).
