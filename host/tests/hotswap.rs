@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{ADMIN_TOKEN, Backend, TestHost};
+use common::{ADMIN_TOKEN, Backend, TestHost, component_bytes, deploy};
 
 /// The same component with a custom section appended: identical behaviour,
 /// a different content hash — a second version to swap to.
@@ -39,23 +39,6 @@ fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
     }
     out.extend_from_slice(&payload);
     out
-}
-
-fn component_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(common::components_dir().join(format!("{name}.wasm"))).unwrap()
-}
-
-async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = TestHost::client()
-        .put(format!("{}/admin/components/{name}", host.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-switchyard-actor", "test-suite")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn active_version(host: &TestHost, name: &str) -> String {

@@ -7,46 +7,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{Backend, TestHost};
-
-/// One sample of the exposition: name and labels → value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse(text: &str) -> Samples {
-    let mut samples = Samples::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let labels = body
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|pair| {
-                        let (k, v) = pair.split_once("=\"").expect("label pair");
-                        (k.to_owned(), v.trim_end_matches('"').to_owned())
-                    })
-                    .collect();
-                (name.to_owned(), labels)
-            }
-            None => (series.to_owned(), BTreeMap::new()),
-        };
-        samples.insert((name, labels), value.parse().expect("value"));
-    }
-    samples
-}
-
-fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    samples.get(&(name.to_owned(), labels)).copied()
-}
+use common::{Backend, Samples, TestHost, parse_metrics as parse, sample as value};
 
 async fn scrape(host: &TestHost) -> (String, Samples) {
     let response = TestHost::client().get(format!("{}/metrics", host.url)).send().await.unwrap();

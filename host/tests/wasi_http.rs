@@ -13,13 +13,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use common::{ADMIN_TOKEN, Backend, TestHost};
+use common::{Backend, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value};
 
 /// `hello-http` behind an any-method catch-all, and behind a POST route
 /// with a small body limit.
@@ -48,38 +47,6 @@ async fn start(extra: &str) -> TestHost {
 
 fn version_of(host: &TestHost, component: &str) -> String {
     host.runtime.registry().list().into_iter().find(|c| c.name == component).unwrap().version
-}
-
-/// One sample of the exposition: name and labels → value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse(text: &str) -> Samples {
-    let mut samples = Samples::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let labels = body
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|pair| {
-                        let (k, v) = pair.split_once("=\"").expect("label pair");
-                        (k.to_owned(), v.trim_end_matches('"').to_owned())
-                    })
-                    .collect();
-                (name.to_owned(), labels)
-            }
-            None => (series.to_owned(), BTreeMap::new()),
-        };
-        samples.insert((name, labels), value.parse().expect("value"));
-    }
-    samples
-}
-
-fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    samples.get(&(name.to_owned(), labels)).copied()
 }
 
 async fn scrape(host: &TestHost) -> Samples {
@@ -119,23 +86,6 @@ async fn settled(host: &TestHost, component: &str, n: f64) -> Samples {
 /// `n` bytes of a pattern that does not repeat at chunk boundaries.
 fn patterned(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
-}
-
-async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = TestHost::client()
-        .put(format!("{}/admin/components/{name}", host.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-switchyard-actor", "test-suite")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn component_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(common::components_dir().join(format!("{name}.wasm"))).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -457,4 +458,55 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// One sample of the exposition: name and labels → value.
+pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+pub fn parse_metrics(text: &str) -> Samples {
+    let mut samples = Samples::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").expect("label pair");
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        samples.insert((name, labels), value.parse().expect("value"));
+    }
+    samples
+}
+
+pub fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    samples.get(&(name.to_owned(), labels)).copied()
+}
+
+/// A built component's bytes.
+pub fn component_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(components_dir().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// `PUT /admin/components/{name}` as the test suite; status and JSON body.
+pub async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = TestHost::client()
+        .put(format!("{}/admin/components/{name}", host.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-switchyard-actor", "test-suite")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
