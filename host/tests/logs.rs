@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -17,29 +15,7 @@ use serde_json::{Value, json};
 use switchyard::db::outbox::Status;
 use switchyard::telemetry::{self, LogFormat};
 
-use common::{Backend, Delivery, TestHost, eventually};
-
-/// Collects every log line in memory.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-}
+use common::{Backend, Delivery, LogCapture as Capture, TestHost, eventually};
 
 fn request_id_of(line: &Value) -> Option<&str> {
     line["request_id"].as_str().or_else(|| line["span"]["request_id"].as_str())

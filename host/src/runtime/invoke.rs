@@ -235,6 +235,7 @@ impl<R> Execution<R> {
     fn collect(result: wasmtime::Result<R>, store: Store<InvocationState>, fuel_budget: Option<u64>) -> Self {
         let fuel_consumed = fuel_budget.map_or(0, |budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
         let state = store.into_data();
+        state.log_guest_output();
         Execution {
             result,
             cost: Cost { fuel_consumed, memory_peak: state.limiter.peak },

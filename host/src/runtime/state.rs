@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -45,6 +46,8 @@ pub struct InvocationState {
     /// `wasm32-wasip2` route) import it, ours do not, and an unused context
     /// would cost every request an OS random seed.
     wasi: Option<WasiCtx>,
+    /// What the guest wrote to stdout and stderr, logged when it returns.
+    output: Option<GuestOutput>,
     /// Outgoing HTTP state; only connectors import `wasi:http`.
     http: WasiHttpCtx,
     /// Decides which outgoing requests leave the host.
@@ -63,6 +66,7 @@ impl InvocationState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             wasi: None,
+            output: None,
             http: WasiHttpCtx::new(),
             outbound: OutboundPolicy::new(component.clone(), request_id.clone()),
             component,
@@ -73,13 +77,44 @@ impl InvocationState {
     pub(crate) fn into_unit_of_work(self) -> UnitOfWork {
         self.unit_of_work
     }
+
+    /// Logs what the guest wrote to stdout and stderr, a line at a time,
+    /// under the component's name and the request id.
+    pub(crate) fn log_guest_output(&self) {
+        let Some(output) = &self.output else { return };
+        for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+            let contents = pipe.contents();
+            for line in String::from_utf8_lossy(&contents).lines().filter(|line| !line.is_empty()) {
+                let (component, request_id) = (&*self.component.name, &*self.request_id);
+                tracing::info!(target: "component", component, request_id, stream, "{line}");
+            }
+        }
+    }
+}
+
+/// Most bytes a guest may write to stdout (and again to stderr) in one
+/// invocation; past it the stream reports closed, so logging stays bounded.
+const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// A guest's stdout and stderr, kept in memory for the invocation.
+struct GuestOutput {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
 }
 
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // No environment, arguments, preopened directories or network: a
         // handler talks to the world only through Switchyard's interfaces.
-        let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
+        // Its stdout and stderr become log lines.
+        let output = &mut self.output;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+            let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
+            let ctx = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+            *output = Some(GuestOutput { stdout, stderr });
+            ctx
+        });
         WasiCtxView { ctx, table: &mut self.table }
     }
 }

@@ -510,3 +510,26 @@ pub async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (reqwest::St
     let status = response.status();
     (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// Collects every log line in memory.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Every captured line that parses as JSON.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}

@@ -1,0 +1,55 @@
+//! What a guest writes to stdout becomes a JSON log line of the host, under
+//! the component's name and the request id, as a component written for
+//! `wasmtime serve` expects its prints to show up somewhere. Alone in its
+//! test binary: it installs the global subscriber.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use switchyard::telemetry::{self, LogFormat};
+
+use common::{Backend, LogCapture, TestHost, eventually};
+
+const HELLO_HTTP: &str = r#"
+    [components.hello-http]
+    path = "hello-http.wasm"
+    world = "wasi-http"
+
+    [[routes]]
+    method = "GET"
+    path = "/http/{*rest}"
+    component = "hello-http"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stdout_is_logged_with_the_request_id() {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    telemetry::init_with_writer(LogFormat::Json, move || writer.clone());
+    let host = TestHost::start_with_toml(Backend::Sqlite, HELLO_HTTP).await.expect("host");
+
+    let response = TestHost::client()
+        .get(format!("{}/http/x?print=printed-by-the-guest", host.url))
+        .header("x-request-id", "req-stdout-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "hello");
+    let printed = |line: &serde_json::Value| line["message"] == "printed-by-the-guest";
+    eventually("the guest's line is logged", Duration::from_secs(10), || async { capture.lines().iter().any(printed) })
+        .await;
+    host.stop().await;
+
+    let lines: Vec<_> = capture.lines().into_iter().filter(printed).collect();
+    assert_eq!(lines.len(), 1, "one line per line printed: {lines:#?}");
+    let line = &lines[0];
+    assert_eq!(line["target"], "component");
+    assert_eq!(line["component"], "hello-http");
+    assert_eq!(line["request_id"], "req-stdout-7");
+    assert_eq!(line["stream"], "stdout");
+}
