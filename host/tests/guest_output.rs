@@ -12,18 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use switchyard::telemetry::{self, LogFormat};
 
-use common::{Backend, LogCapture, TestHost, eventually};
-
-const HELLO_HTTP: &str = r#"
-    [components.hello-http]
-    path = "hello-http.wasm"
-    world = "wasi-http"
-
-    [[routes]]
-    method = "GET"
-    path = "/http/{*rest}"
-    component = "hello-http"
-"#;
+use common::{Backend, HELLO_HTTP, LogCapture, TestHost, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_stdout_is_logged_with_the_request_id() {

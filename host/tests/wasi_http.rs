@@ -18,25 +18,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use common::{Backend, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value};
-
-/// `hello-http` behind an any-method catch-all, and behind a POST route
-/// with a small body limit.
-const HELLO_HTTP: &str = r#"
-    [components.hello-http]
-    path = "hello-http.wasm"
-    world = "wasi-http"
-
-    [[routes]]
-    method = "*"
-    path = "/http/{*rest}"
-    component = "hello-http"
-    [[routes]]
-    method = "POST"
-    path = "/small"
-    component = "hello-http"
-    max_body_bytes = 1024
-"#;
+use common::{
+    Backend, HELLO_HTTP, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value,
+};
 
 /// How long recording a finished invocation may take to show up.
 const SETTLE: Duration = Duration::from_secs(10);

@@ -533,3 +533,21 @@ impl LogCapture {
         String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
+
+/// `hello-http` behind an any-method catch-all, and behind a POST route
+/// with a small body limit.
+pub const HELLO_HTTP: &str = r#"
+    [components.hello-http]
+    path = "hello-http.wasm"
+    world = "wasi-http"
+
+    [[routes]]
+    method = "*"
+    path = "/http/{*rest}"
+    component = "hello-http"
+    [[routes]]
+    method = "POST"
+    path = "/small"
+    component = "hello-http"
+    max_body_bytes = 1024
+"#;
