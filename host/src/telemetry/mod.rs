@@ -2,8 +2,11 @@
 //! pretty format for people, filtered by `RUST_LOG`) and the Prometheus
 //! metrics in [`metrics`].
 
+mod json_format;
+mod log_writer;
 pub mod metrics;
 
+pub use log_writer::LogWriterGuard;
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.
@@ -18,24 +21,15 @@ pub enum LogFormat {
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,wasmtime=warn,cranelift=warn";
 
-/// Lines the log writer thread may fall behind by before request threads
-/// wait for it. Nothing is dropped: a full buffer slows logging callers
-/// rather than losing lines.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
-
 /// Installs the global subscriber, writing to stderr from a dedicated
-/// thread so request threads format a line but never wait on the write.
-/// Keep the returned guard alive until exit: dropping it flushes what is
-/// still buffered. Safe to call once per process; later calls do nothing.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .lossy(false)
-        .thread_name("switchyard-log")
-        .finish(std::io::stderr());
+/// thread: request threads format a line and append it to a buffer, and
+/// the writer writes what gathered every few milliseconds. Keep the
+/// returned guard alive until exit: dropping it writes what is still
+/// buffered. Safe to call once per process; later calls do nothing.
+pub fn init(format: LogFormat) -> std::io::Result<LogWriterGuard> {
+    let (writer, guard) = log_writer::LogBuffer::start(std::io::stderr())?;
     init_with_writer(format, writer);
-    guard
+    Ok(guard)
 }
 
 /// [`init`] with another destination (tests capture logs this way).
@@ -46,7 +40,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder.fmt_fields(json_format::JsonMembers).event_format(json_format::JsonLines).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
 }
