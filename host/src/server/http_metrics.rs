@@ -7,18 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::telemetry::metrics::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, Metrics};
-
-/// The route label of requests that matched no route.
-const UNMATCHED: &str = "unmatched";
 
 /// The handles of one route and method, by status.
 #[derive(Default)]
@@ -41,7 +34,7 @@ impl HttpMetrics {
         Arc::new(HttpMetrics { in_flight: metrics.gauge(HTTP_IN_FLIGHT, &[]), metrics, routes: RwLock::default() })
     }
 
-    fn record(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+    pub fn record(&self, route: &str, method: &Method, status: u16, seconds: f64) {
         // The common case: both handles are cached; a shared read lock.
         if let Ok(routes) = self.routes.read()
             && let Some(handles) = routes.get(route).and_then(|methods| methods.get(method))
@@ -67,14 +60,19 @@ impl HttpMetrics {
     }
 }
 
-pub async fn middleware(State(http): State<Arc<HttpMetrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    http.in_flight.increment(1.0);
-    let response = next.run(request).await;
-    http.in_flight.decrement(1.0);
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    http.record(route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
+/// Counts a request in flight until dropped, so a request whose future is
+/// dropped (a timeout, a closed connection) still leaves the gauge.
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    pub fn start(http: &HttpMetrics) -> InFlight {
+        http.in_flight.increment(1.0);
+        InFlight(http.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }

@@ -34,15 +34,17 @@ pub struct HeaderLimits {
     pub max_bytes: usize,
 }
 
-pub async fn header_limits(State(limits): State<HeaderLimits>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
-    if headers.len() > limits.max_headers || bytes > limits.max_bytes {
+impl HeaderLimits {
+    /// The 431 response for headers over the limits, if they are.
+    pub fn check(&self, headers: &HeaderMap) -> Option<Response> {
+        let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+        if headers.len() <= self.max_headers && bytes <= self.max_bytes {
+            return None;
+        }
         let message =
-            format!("request headers too large: at most {} headers and {} bytes", limits.max_headers, limits.max_bytes);
-        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(json!({ "error": message }))).into_response();
+            format!("request headers too large: at most {} headers and {} bytes", self.max_headers, self.max_bytes);
+        Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(json!({ "error": message }))).into_response())
     }
-    next.run(request).await
 }
 
 /// API keys and the limiters behind them.

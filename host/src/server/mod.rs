@@ -6,6 +6,7 @@
 
 mod admin;
 mod components;
+mod front;
 mod health;
 mod http_metrics;
 mod limits;
@@ -16,8 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::http::{Method, StatusCode, Uri};
-use axum::middleware;
+use axum::http::{Method, Uri};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -59,13 +59,11 @@ pub fn app(config: &Config, state: AppState) -> Router {
         .merge(metrics_endpoint::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
+        .layer(front::FrontLayer::new(
             http_metrics::HttpMetrics::new(state.metrics.clone()),
-            http_metrics::middleware,
+            header_limits,
+            request_timeout,
         ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
-        .layer(middleware::from_fn_with_state(header_limits, limits::header_limits))
-        .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 

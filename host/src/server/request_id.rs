@@ -4,11 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
+use axum::http::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 /// Longest caller-supplied id accepted; longer ones are replaced.
@@ -18,22 +14,14 @@ const MAX_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-pub async fn middleware(mut request: Request, next: Next) -> Response {
-    let id: Arc<str> = request
-        .headers()
+/// The caller's id when it sent an acceptable one, else a new one.
+pub fn of(headers: &HeaderMap) -> Arc<str> {
+    headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_acceptable(v))
         .map(Arc::from)
-        .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span =
-        tracing::info_span!("request", request_id = &*id, method = %request.method(), path = request.uri().path());
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
-    }
-    response
+        .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()))
 }
 
 fn is_acceptable(id: &str) -> bool {
