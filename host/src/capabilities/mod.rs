@@ -20,8 +20,7 @@ use crate::runtime::state::InvocationState;
 /// with a WASI-targeting toolchain.
 pub fn add_handler_imports(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     Handler::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    Ok(())
+    add_wasi(linker)
 }
 
 /// Links what the connector world imports: log, config, and outgoing HTTP
@@ -30,7 +29,7 @@ pub fn add_connector_imports(linker: &mut Linker<InvocationState>) -> wasmtime::
     bindings::log::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     bindings::config::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     types::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    add_wasi(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Ok(())
 }
@@ -42,6 +41,19 @@ pub fn add_proxy_imports(linker: &mut Linker<InvocationState>) -> wasmtime::Resu
     add_handler_imports(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     Ok(())
+}
+
+/// WASI, with `wasi:io` (streams, poll, errors) reaching only the resource
+/// table. `wasmtime_wasi` links `wasi:io` through the whole WASI context,
+/// which the host builds on first use; streams need none of it, and an HTTP
+/// body is a stream, so a `wasi:http` component that never touches the rest
+/// of WASI (stdout, clocks, random) now costs no context at all.
+fn add_wasi(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    linker.allow_shadowing(true);
+    let linked = wasmtime_wasi_io::add_to_linker_async(linker);
+    linker.allow_shadowing(false);
+    linked
 }
 
 /// `types` declares no functions.

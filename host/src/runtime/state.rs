@@ -102,6 +102,12 @@ struct GuestOutput {
     stderr: MemoryOutputPipe,
 }
 
+impl wasmtime_wasi_io::IoView for InvocationState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         // No environment, arguments, preopened directories or network: a
