@@ -15,6 +15,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawPathParams, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, on};
@@ -57,15 +58,18 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
         });
         let proxy = config.components.get(&route.component).is_some_and(|c| c.world == World::WasiHttp);
-        let handler = match (route.method.as_str(), proxy) {
-            ("*", true) => any(serve_proxy),
-            ("*", false) => any(serve),
-            (method, true) => on(method_filter(method), serve_proxy),
-            (method, false) => on(method_filter(method), serve),
+        let handler = if proxy {
+            // The target travels with the handler, and the body limit is
+            // enforced on the stream itself: no per-route layers to pass.
+            let target = target.clone();
+            on_method(&route.method, move |State(state), Extension(RequestId(request_id)), request| {
+                serve_proxy(state, target.clone(), request_id, request)
+            })
+        } else {
+            on_method(&route.method, serve)
+                .layer::<_, Infallible>(Extension(target.clone()))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes))
         };
-        let handler = handler
-            .layer::<_, Infallible>(Extension(target.clone()))
-            .layer::<_, Infallible>(DefaultBodyLimit::max(target.max_body_bytes));
         // Keyless routes without per-IP limits skip the limiter entirely.
         let handler = if state.rate_limits.applies(route.api_key) {
             let limits = (state.metrics.clone(), state.rate_limits.clone(), route.api_key);
@@ -77,6 +81,18 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
         paths.insert(&route.path, entry.merge(handler));
     }
     paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+}
+
+/// `handler` for the route's method, or for any method (`*`).
+fn on_method<H, T>(method: &str, handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    match method {
+        "*" => any(handler),
+        method => on(method_filter(method), handler),
+    }
 }
 
 fn method_filter(method: &str) -> MethodFilter {
@@ -129,9 +145,9 @@ async fn serve(
 /// Hands the request, body still streaming in, to a `wasi:http/proxy`
 /// component and streams its response back.
 async fn serve_proxy(
-    State(state): State<AppState>,
-    Extension(target): Extension<Arc<Target>>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
+    state: AppState,
+    target: Arc<Target>,
+    request_id: Arc<str>,
     request: Request,
 ) -> Result<Response, AppError> {
     let limit = target.max_body_bytes;
