@@ -84,6 +84,8 @@ async fn catch_all_route_serves_any_method() {
     assert_eq!(response.headers()["content-type"], "text/plain");
     assert_eq!(response.headers()["x-switchyard-version"], version.as_str());
     assert!(response.headers().contains_key("x-request-id"));
+    // The guest returned before the response left: its body went out whole.
+    assert_eq!(response.headers()["content-length"], "5");
     assert_eq!(response.text().await.unwrap(), "hello");
 
     // `*` routes every method to the component.

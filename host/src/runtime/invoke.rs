@@ -406,7 +406,7 @@ impl Runtime {
         tokio::select! {
             biased;
             record = &mut guest => match receiver.try_recv() {
-                Ok(Ok(response)) => Ok(ProxyReply::Streaming { response, version }),
+                Ok(Ok(response)) => Ok(ProxyReply::Streaming { response: response.map(gather_written), version }),
                 // No response (the guest failed first) or an error code:
                 // the guest's own record says which.
                 _ => Ok(ProxyReply::Finished(Invocation { response: None, record, rejection: None })),
@@ -653,6 +653,47 @@ async fn settle(unit_of_work: UnitOfWork, commit: bool, component: &str, request
         }
         Ok(())
     }
+}
+
+/// The body of a guest that has returned: every frame it wrote is already
+/// buffered, so it is gathered into one piece, and the response goes out
+/// with a `Content-Length` instead of chunks. A body that still has to wait
+/// (a guest that handed it to a task of its own) or has trailers keeps
+/// streaming, starting with the frames already taken.
+fn gather_written(mut body: ProxyBody) -> ProxyBody {
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use hyper::body::Body;
+    use std::task::{Context, Poll, Waker};
+
+    let mut taken = Vec::new();
+    let mut context = Context::from_waker(Waker::noop());
+    loop {
+        match std::pin::Pin::new(&mut body).poll_frame(&mut context) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => taken.push(Ok(frame)),
+            Poll::Ready(None) => {
+                let mut chunks = taken.into_iter().flatten().filter_map(|frame| frame.into_data().ok());
+                let whole = match (chunks.next(), chunks.next()) {
+                    (None, _) => Bytes::new(),
+                    (Some(only), None) => only,
+                    (Some(first), Some(second)) => {
+                        let mut whole = [first, second].concat();
+                        chunks.for_each(|chunk| whole.extend_from_slice(&chunk));
+                        Bytes::from(whole)
+                    }
+                };
+                return http_body_util::Full::new(whole).map_err(|never| match never {}).boxed_unsync();
+            }
+            // Trailers or an error: pass them on, then whatever follows.
+            Poll::Ready(Some(item)) => {
+                taken.push(item);
+                break;
+            }
+            Poll::Pending => break,
+        }
+    }
+    let rest = http_body_util::BodyStream::new(body);
+    http_body_util::StreamBody::new(futures::stream::iter(taken).chain(rest)).boxed_unsync()
 }
 
 /// Sorts a failed call into an outcome.
