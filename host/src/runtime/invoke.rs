@@ -400,7 +400,6 @@ impl Runtime {
                 let status = (status != 0).then_some(status);
                 deployed.finish(&request_id, outcome, started, execution.cost, status)
             }
-            .in_current_span()
         });
         let version = deployed.version.clone();
         tokio::select! {
@@ -413,7 +412,9 @@ impl Runtime {
             },
             response = &mut receiver => match response {
                 Ok(Ok(response)) => {
-                    tokio::spawn(guest);
+                    // Inline, the guest ran in the request's span; moved
+                    // to a task of its own, it takes the span along.
+                    tokio::spawn(guest.in_current_span());
                     Ok(ProxyReply::Streaming { response, version })
                 }
                 Ok(Err(_)) | Err(_) => {
