@@ -6,8 +6,8 @@
 #   (d) `wasmtime serve` on the same hello-http, when `wasmtime` is on PATH,
 # plus (b) with fuel metering off, metrics off and per-request logs off
 # (RUST_LOG=warn), all in one run with
-# the same load generator (wrk) and settings. Rounds interleave the servers
-# so drift on a shared machine hits each alike; each figure is the median
+# the same load generator (wrk) and settings. Rounds interleave the servers,
+# in an order that rotates, so drift on a shared machine hits each alike; each figure is the median
 # over rounds. Besides req/s and latency, each run records the server
 # process's CPU time per request (user + system), which a busy shared
 # machine disturbs far less than req/s; the costs of fuel, metrics and logs
@@ -121,8 +121,8 @@ cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# One measurement: prints "variant rps p50_us p99_us errors cpu_us_per_request".
-measure() { # $1 = variant
+# One measurement: prints "variant round rps p50_us p99_us errors cpu_us_per_request".
+measure() { # $1 = variant, $2 = round
     local port out before after
     port=$(free_port)
     start "$1" "$port"
@@ -131,7 +131,7 @@ measure() { # $1 = variant
     out=$(wrk -t"$threads" -c"$connections" -d"$duration" --latency "$url")
     after=$(cpu_ticks "$pid")
     stop
-    WRK_OUTPUT="$out" CPU_TICKS=$((after - before)) TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$1" <<'PY'
+    WRK_OUTPUT="$out" CPU_TICKS=$((after - before)) TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$1" "$2" <<'PY'
 import os, re, sys
 out = os.environ["WRK_OUTPUT"]
 requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -146,16 +146,20 @@ p99 = us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
 non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket.groups())) if socket else 0)
-print(sys.argv[1], rps, p50, p99, errors, cpu_us)
+print(sys.argv[1], sys.argv[2], rps, p50, p99, errors, cpu_us)
 PY
 }
 
 mkdir -p loadtests/results
 samples="$work/samples"
+# Each round starts one variant later, so no variant always runs first or
+# right after the same neighbour.
+count=${#variants[@]}
 for round in $(seq 1 "$rounds"); do
-    for variant in "${variants[@]}"; do
+    for i in $(seq 0 $((count - 1))); do
+        variant=${variants[$(((i + round - 1) % count))]}
         echo "round $round/$rounds: $variant" >&2
-        measure "$variant" >> "$samples"
+        measure "$variant" "$round" >> "$samples"
     done
 done
 
@@ -165,9 +169,11 @@ import statistics, sys
 from collections import defaultdict
 path, duration, rounds, connections, threads, wasmtime_version, cores = sys.argv[1:]
 runs = defaultdict(list)
+by_round = defaultdict(dict)  # variant → round → (rps, cpu)
 for line in open(path):
-    name, rps, p50, p99, errors, cpu = line.split()
+    name, round_, rps, p50, p99, errors, cpu = line.split()
     runs[name].append((float(rps), float(p50), float(p99), int(errors), float(cpu)))
+    by_round[name][round_] = (float(rps), float(cpu))
 med = {
     n: tuple(statistics.median(r[i] for r in rs) for i in range(3)) + (sum(r[3] for r in rs), statistics.median(r[4] for r in rs))
     for n, rs in runs.items()
@@ -204,11 +210,16 @@ else:
 a = med["axum"]
 print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
 def cost(variant):
-    """(% more server CPU per request, % fewer req/s) of (b) against a variant without something."""
-    without = med[variant]
-    return 100 * (b[4] - without[4]) / without[4], 100 * (without[0] - b[0]) / without[0]
+    """(% more server CPU per request, % fewer req/s) of (b) against a variant
+    without something: the median over rounds of each round's pair, which a
+    machine whose speed drifts between rounds disturbs far less than a ratio
+    of medians."""
+    pairs = [(by_round["switchyard-http"][r], w) for r, w in by_round[variant].items() if r in by_round["switchyard-http"]]
+    cpu = statistics.median(100 * (with_[1] - without[1]) / without[1] for with_, without in pairs)
+    rps = statistics.median(100 * (without[0] - with_[0]) / without[0] for with_, without in pairs)
+    return cpu, rps
 fuel_cpu, fuel_rps = cost("switchyard-http-nofuel")
-print(f"- cost of fuel metering: {fuel_cpu:.1f} % CPU per request ({fuel_rps:.1f} % of req/s) — goal ≤ 5 %: {'met' if fuel_cpu <= 5 else 'NOT met'}")
+print(f"- cost of fuel metering (median of per-round pairs): {fuel_cpu:.1f} % CPU per request ({fuel_rps:.1f} % of req/s) — goal ≤ 5 %: {'met' if fuel_cpu <= 5 else 'NOT met'}")
 for variant, what in (("switchyard-http-nometrics", "metrics"), ("switchyard-http-nolog", "per-request JSON logs")):
     cpu, rps = cost(variant)
     print(f"- cost of {what}: {cpu:.1f} % CPU per request ({rps:.1f} % of req/s)")
