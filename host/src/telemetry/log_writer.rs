@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -26,6 +26,10 @@ const EARLY_WRITE_BYTES: usize = 256 << 10;
 /// Buffered bytes at which appending waits for the writer.
 const DEFAULT_CAPACITY: usize = 4 << 20;
 
+/// Longest the guard waits at shutdown for the last lines to be written;
+/// an output that stopped reading (a full pipe) must not hang the exit.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// The handle threads log through ([`MakeWriter`]).
 #[derive(Clone)]
 pub struct LogBuffer {
@@ -38,6 +42,7 @@ pub struct LogBuffer {
 pub struct LogWriterGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    shutdown_wait: Duration,
 }
 
 struct Shared {
@@ -109,12 +114,13 @@ impl Shared {
 impl LogBuffer {
     /// Starts the writer thread, writing to `out`.
     pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(LogBuffer, LogWriterGuard)> {
-        LogBuffer::with_capacity(out, DEFAULT_CAPACITY)
+        LogBuffer::with_limits(out, DEFAULT_CAPACITY, SHUTDOWN_WAIT)
     }
 
-    fn with_capacity(
+    fn with_limits(
         out: impl Write + Send + 'static,
         capacity: usize,
+        shutdown_wait: Duration,
     ) -> std::io::Result<(LogBuffer, LogWriterGuard)> {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
@@ -126,7 +132,7 @@ impl LogBuffer {
             let shared = shared.clone();
             move || shared.run(out)
         })?;
-        Ok((LogBuffer { shared: shared.clone() }, LogWriterGuard { shared, thread: Some(thread) }))
+        Ok((LogBuffer { shared: shared.clone() }, LogWriterGuard { shared, thread: Some(thread), shutdown_wait }))
     }
 }
 
@@ -135,7 +141,12 @@ impl Drop for LogWriterGuard {
         self.shared.lock().closed = true;
         self.shared.wake_writer.notify_one();
         self.shared.room.notify_all();
-        if let Some(thread) = self.thread.take() {
+        let Some(thread) = self.thread.take() else { return };
+        let deadline = Instant::now() + self.shutdown_wait;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
         }
     }
@@ -183,7 +194,7 @@ mod tests {
 
     fn lines_after_close(capacity: usize, threads: usize, per_thread: usize) -> Vec<String> {
         let sink = Sink::default();
-        let (buffer, guard) = LogBuffer::with_capacity(sink.clone(), capacity).unwrap();
+        let (buffer, guard) = LogBuffer::with_limits(sink.clone(), capacity, SHUTDOWN_WAIT).unwrap();
         std::thread::scope(|scope| {
             for t in 0..threads {
                 let buffer = buffer.clone();
@@ -222,6 +233,35 @@ mod tests {
         // Room for a few lines only: appenders must wait for the writer.
         let lines = lines_after_close(32, 3, 1_000);
         assert_every_line_once_in_order(&lines, 3, 1_000);
+    }
+
+    /// An output that blocks every write until it is let go.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_output_does_not_hang_shutdown() {
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (buffer, guard) =
+            LogBuffer::with_limits(Stuck(stuck), DEFAULT_CAPACITY, Duration::from_millis(20)).unwrap();
+        buffer.make_writer().write_all(b"never written\n").unwrap();
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = dropped.send(());
+        });
+        let returned = done.recv_timeout(Duration::from_secs(30));
+        drop(release); // lets the writer thread go
+        assert!(returned.is_ok(), "dropping the guard hung on a stuck output");
     }
 
     #[test]
