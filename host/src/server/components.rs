@@ -61,7 +61,6 @@ pub fn router(config: &Config, state: &AppState) -> Router<AppState> {
         let handler = if proxy {
             // The target travels with the handler, and the body limit is
             // enforced on the stream itself: no per-route layers to pass.
-            let target = target.clone();
             on_method(&route.method, move |State(state), Extension(RequestId(request_id)), request| {
                 serve_proxy(state, target.clone(), request_id, request)
             })
