@@ -199,44 +199,25 @@ impl<W: Write> Write for Escaped<'_, W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::{Value, json};
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
+    use crate::telemetry::Captured;
 
     /// Runs `f` under a JSON-lines subscriber; returns each line parsed.
     fn lines_of(f: impl FnOnce()) -> Vec<Value> {
-        let capture = Capture::default();
+        let capture = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(capture.clone())
             .fmt_fields(JsonMembers)
             .event_format(JsonLines)
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+        capture
+            .text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
     }
 
     #[test]

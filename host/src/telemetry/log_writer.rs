@@ -177,23 +177,10 @@ impl<'a> MakeWriter<'a> for LogBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An output that keeps what it is given.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Captured;
 
     fn lines_after_close(capacity: usize, threads: usize, per_thread: usize) -> Vec<String> {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let (buffer, guard) = LogBuffer::with_limits(sink.clone(), capacity, SHUTDOWN_WAIT).unwrap();
         std::thread::scope(|scope| {
             for t in 0..threads {
@@ -206,8 +193,7 @@ mod tests {
             }
         });
         drop(guard);
-        let bytes = sink.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap().lines().map(str::to_owned).collect()
+        sink.text().lines().map(str::to_owned).collect()
     }
 
     fn assert_every_line_once_in_order(lines: &[String], threads: usize, per_thread: usize) {
@@ -266,16 +252,16 @@ mod tests {
 
     #[test]
     fn lines_are_written_without_closing() {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let (buffer, _guard) = LogBuffer::start(sink.clone()).unwrap();
         buffer.make_writer().write_all(b"first\n").unwrap();
         // Bounded wait for the writer thread; the window is milliseconds.
         for _ in 0..500 {
-            if !sink.0.lock().unwrap().is_empty() {
+            if !sink.text().is_empty() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(&*sink.0.lock().unwrap(), b"first\n");
+        assert_eq!(sink.text(), "first\n");
     }
 }
