@@ -21,7 +21,13 @@ pub fn of(headers: &HeaderMap) -> Arc<str> {
         .and_then(|v| v.to_str().ok())
         .filter(|v| is_acceptable(v))
         .map(Arc::from)
-        .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()))
+        .unwrap_or_else(generate)
+}
+
+/// A random (v4) UUID as 32 lowercase hex digits.
+fn generate() -> Arc<str> {
+    let mut text = [0; uuid::fmt::Simple::LENGTH];
+    Arc::from(&*uuid::Uuid::new_v4().simple().encode_lower(&mut text))
 }
 
 fn is_acceptable(id: &str) -> bool {
@@ -30,7 +36,7 @@ fn is_acceptable(id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_acceptable;
+    use super::{generate, is_acceptable};
 
     #[test]
     fn only_short_printable_ids_are_kept() {
@@ -38,5 +44,17 @@ mod tests {
         assert!(!is_acceptable(""));
         assert!(!is_acceptable("has space"));
         assert!(!is_acceptable(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn generated_ids_are_fresh_uuids_in_hex() {
+        let (first, second) = (generate(), generate());
+        assert_ne!(first, second);
+        for id in [&first, &second] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
+            assert!(is_acceptable(id));
+            assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(4));
+        }
     }
 }

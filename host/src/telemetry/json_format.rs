@@ -12,14 +12,15 @@
 //! copied into each of its events as they are; the stock formatter parses
 //! them back into a map for every event.
 
+use std::cell::Cell;
 use std::fmt::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -64,8 +65,10 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        write_timestamp(&mut writer, SystemTime::now())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
         let mut members = Members::new(&mut writer, false);
         event.record(&mut members);
         members.result?;
@@ -127,19 +130,19 @@ impl Visit for Members<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -160,6 +163,73 @@ impl Visit for Members<'_, '_> {
             w.write_char('"')
         });
     }
+}
+
+/// Writes `time` as RFC 3339 in UTC with microseconds,
+/// `2026-11-23T01:31:06.569766Z`, as `tracing-subscriber` does. The part up
+/// to the second is worked out once per second and thread.
+fn write_timestamp(w: &mut impl Write, time: SystemTime) -> fmt::Result {
+    thread_local! {
+        static SECOND: Cell<Option<(u64, [u8; 19])>> = const { Cell::new(None) };
+    }
+    // A clock set before 1970 is written as the epoch.
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since_epoch.as_secs();
+    let prefix = match SECOND.get() {
+        Some((cached, prefix)) if cached == second => prefix,
+        _ => {
+            let prefix = date_time(second);
+            SECOND.set(Some((second, prefix)));
+            prefix
+        }
+    };
+    // ASCII digits and separators only, so always UTF-8.
+    w.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
+    let micros = since_epoch.subsec_micros();
+    let mut fraction = *b".000000Z";
+    let mut rest = micros;
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    w.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a count of seconds since the Unix epoch, UTC.
+fn date_time(seconds: u64) -> [u8; 19] {
+    let (days, in_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    let mut out = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for digit in out[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, in_day / 3600);
+    put(14, 2, in_day / 60 % 60);
+    put(17, 2, in_day % 60);
+    out
+}
+
+/// Year, month and day of a count of days since 1970-01-01 in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`, for days on or
+/// after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days since 0000-03-01, so that the leap day ends each 4-year cycle.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Writes `value` as a JSON string, quotes included.
@@ -250,6 +320,45 @@ mod tests {
         assert_eq!(line["target"], module_path!());
         assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
         assert!(line.get("span").is_none());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use std::time::Duration;
+        let at = |seconds: u64, micros: u32| {
+            let mut out = String::new();
+            let time = UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros.into());
+            write_timestamp(&mut out, time).unwrap();
+            out
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+        assert_eq!(at(951_868_799, 999_999), "2000-02-29T23:59:59.999999Z");
+        assert_eq!(at(1_709_164_800, 120_000), "2024-02-29T00:00:00.120000Z");
+        assert_eq!(at(1_795_397_466, 569_766), "2026-11-23T01:31:06.569766Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        // The cached second is not reused for the next one.
+        assert_eq!(at(1_795_397_467, 1), "2026-11-23T01:31:07.000001Z");
+        // Every day of 400 years (a whole Gregorian cycle) against a plain
+        // count of days through the calendar.
+        let (mut year, mut month, mut day) = (1970, 1, 1);
+        for days in 0..146_097 {
+            assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let length = match month {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            day += 1;
+            if day > length {
+                (day, month) = (1, month + 1);
+                if month > 12 {
+                    (month, year) = (1, year + 1);
+                }
+            }
+        }
     }
 
     #[test]
