@@ -185,13 +185,8 @@ fn write_timestamp(w: &mut impl Write, time: SystemTime) -> fmt::Result {
     };
     // ASCII digits and separators only, so always UTF-8.
     w.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
-    let micros = since_epoch.subsec_micros();
     let mut fraction = *b".000000Z";
-    let mut rest = micros;
-    for digit in fraction[1..7].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
+    put_digits(&mut fraction[1..7], since_epoch.subsec_micros().into());
     w.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
 }
 
@@ -200,19 +195,21 @@ fn date_time(seconds: u64) -> [u8; 19] {
     let (days, in_day) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days);
     let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for digit in out[at..at + width].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, in_day / 3600);
-    put(14, 2, in_day / 60 % 60);
-    put(17, 2, in_day % 60);
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], month);
+    put_digits(&mut out[8..10], day);
+    put_digits(&mut out[11..13], in_day / 3600);
+    put_digits(&mut out[14..16], in_day / 60 % 60);
+    put_digits(&mut out[17..19], in_day % 60);
     out
+}
+
+/// Writes the last `out.len()` decimal digits of `value`, zero-padded.
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Year, month and day of a count of days since 1970-01-01 in the proleptic
