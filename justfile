@@ -43,7 +43,15 @@ test: components monitoring-check
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
-    just loadtest smoke
+    # The smoke gate runs on the binaries `cargo test` just built (dev profile,
+    # optimized dependencies): a release build of the same code would add a
+    # third full compile to every CI run. Load figures come from `just loadtest`.
+    "$CARGO_TARGET_DIR/debug/loadtest" smoke
+
+# List every prerequisite of run, test, bench and loadtest: found (version) or missing
+# (with the command that installs it); fails when run or test lacks something.
+doctor:
+    scripts/doctor.sh
 
 # Run a load scenario (default: smoke) against a fresh release host and simulator; see loadtests/README.md.
 loadtest *ARGS: components

@@ -3,38 +3,67 @@
 # components/build/<package-name>.wasm. This is the one supported way to build
 # the guests; the justfile, CI and the host's tests all call it.
 #
-# Usage: components/build.sh          (from any directory)
+# Usage: components/build.sh            build every guest (from any directory)
+#        components/build.sh --tools    only say which route and tools a build
+#                                       would use; exits 1 if one is missing
 #
-# Two routes, picked automatically:
+# Two routes, picked in this order (SWITCHYARD_GUEST_ROUTE=standard|fallback
+# forces one):
 #
-# 1. Standard route: when rustup has the wasm32-wasip2 target installed,
+# 1. Standard route: the rustup toolchain with its wasm32-wasip2 target,
 #      cargo build --release --locked --target wasm32-wasip2
-#    with the rustup toolchain, as any wit-bindgen guest is built.
+#    as any wit-bindgen guest is built. When rustup is present and the target
+#    is not installed, `rustup target add wasm32-wasip2` is tried once, under
+#    a timeout; the fallback is taken only when that fails, and the script
+#    says so. The toolchain links with the wasm-component-ld in its own sysroot.
 #
-# 2. Fallback route: on machines where rustup cannot download a target, use
-#    Debian's rustc-web (1.96) and build std from its sources (rust-web-src)
-#    for wasm32-unknown-unknown. Debian's wasm-component-ld, which rustc finds
-#    in its own sysroot, links with wasm-ld (lld) and wraps the core module
-#    into a component. The guests import no WASI, so the component needs no
-#    adapter. The first build compiles std (a few minutes); later builds reuse
-#    it as long as the flags below and RUSTFLAGS (kept unset) stay the same.
-#    Missing packages are installed with apt-get when running as root, under
-#    `timeout` so an unreachable mirror cannot hang the build.
+# 2. Fallback route, for machines where rustup cannot download a target:
+#    Debian's rustc-web (1.96) builds std from its sources (rust-web-src) for
+#    wasm32-unknown-unknown (-Z build-std). The guests import no WASI there, so
+#    the component needs no adapter. The first build compiles std (a few
+#    minutes); later builds reuse it while the flags below and RUSTFLAGS (kept
+#    unset) stay the same. Debian ships no wasm-component-ld, so the linkers
+#    are found in this order, and the script names the one it uses:
+#      wasm-component-ld: PATH, else the rustup toolchain's sysroot copy, else
+#        `cargo install wasm-component-ld --locked` at the pinned version below
+#        into $SWITCHYARD_TOOLS_DIR (default: ~/.cache/switchyard/tools);
+#      wasm-ld: PATH, else the rustup toolchain's sysroot copy (gcc-ld/), else
+#        Debian's lld.
+#    Missing Debian packages are installed with apt-get when running as root,
+#    under `timeout` so an unreachable mirror cannot hang the build.
+#
+# SWITCHYARD_NO_INSTALL=1 installs nothing (no rustup target, apt package or
+# cargo install) and reports what is missing instead; `just doctor` uses it.
 #
 # Cargo output goes to $CARGO_TARGET_DIR if set, else components/target.
 # Crates come from crates.io through cargo, pinned by the committed Cargo.lock.
 
 set -euo pipefail
 
-readonly FALLBACK_PACKAGES=(rustc-web cargo-web rust-web-src lld)
+readonly FALLBACK_PACKAGES=(rustc-web cargo-web rust-web-src)
 readonly DEBIAN_RUSTC=/usr/bin/rustc
 readonly DEBIAN_CARGO=/usr/bin/cargo
 readonly DEBIAN_STD_SRC=/usr/lib/rustlib/src/rust/library
+# The version rustup's 1.95 toolchain carries; newer ones need a newer rustc.
+readonly WASM_COMPONENT_LD_VERSION=0.5.21
 # The eight bytes that open a component (a core module has 01 00 00 00).
 readonly COMPONENT_HEADER=0061736d0d000100
 
 components_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out_dir="$components_dir/build"
+tools_dir=${SWITCHYARD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/tools}
+no_install=${SWITCHYARD_NO_INSTALL:-0}
+route_choice=${SWITCHYARD_GUEST_ROUTE:-auto}
+
+mode=build
+case "${1:-}" in
+    "") ;;
+    --tools) mode=tools ;;
+    *)
+        echo "usage: components/build.sh [--tools]" >&2
+        exit 2
+        ;;
+esac
 
 # Resolve a relative CARGO_TARGET_DIR against the caller's directory, before
 # the cd below changes what it would mean.
@@ -53,6 +82,24 @@ die() {
     exit 1
 }
 
+say() {
+    echo "build.sh: $*" >&2
+}
+
+may_install() {
+    [[ $no_install != 1 ]]
+}
+
+is_root_with_apt() {
+    [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1
+}
+
+# --- standard route ---------------------------------------------------------
+
+has_rustup() {
+    command -v rustup >/dev/null 2>&1
+}
+
 has_wasip2_target() {
     local installed
     # Never let rustup install a toolchain (a download) just to answer this.
@@ -60,59 +107,169 @@ has_wasip2_target() {
     grep -qx wasm32-wasip2 <<<"$installed"
 }
 
-fallback_missing() {
-    local missing=()
-    "$DEBIAN_RUSTC" --version >/dev/null 2>&1 || missing+=("$DEBIAN_RUSTC (rustc-web)")
-    [[ -x $DEBIAN_CARGO ]] || missing+=("$DEBIAN_CARGO (cargo-web)")
-    [[ -d $DEBIAN_STD_SRC ]] || missing+=("$DEBIAN_STD_SRC (rust-web-src)")
-    command -v wasm-ld >/dev/null 2>&1 || missing+=("wasm-ld (lld)")
-    if ((${#missing[@]})); then
-        printf '%s\n' "${missing[@]}"
+# True when the standard route can build: the target is there, or rustup
+# could add it now. Says why not otherwise.
+standard_route_ready() {
+    has_rustup || {
+        say "no rustup on PATH, so no wasm32-wasip2 target"
+        return 1
+    }
+    has_wasip2_target && return 0
+    if ! may_install; then
+        say "rustup has no wasm32-wasip2 target (add it with: rustup target add wasm32-wasip2)"
+        return 1
     fi
+    say "adding the wasm32-wasip2 target: rustup target add wasm32-wasip2"
+    if RUSTUP_AUTO_INSTALL=0 timeout 120 rustup target add wasm32-wasip2 >&2 && has_wasip2_target; then
+        return 0
+    fi
+    say "rustup could not add wasm32-wasip2 (no download, or timed out after 120 s); taking the fallback route"
+    return 1
 }
 
-install_fallback_packages() {
-    local apt=(timeout 900 apt-get -o DPkg::Lock::Timeout=60 install -y --no-install-recommends "${FALLBACK_PACKAGES[@]}")
+# --- fallback route: tools --------------------------------------------------
+
+# The bin/ directory of the rustup toolchain's sysroot, where rustup ships
+# wasm-component-ld and (under gcc-ld/) wasm-ld. Empty when there is none.
+rustup_tools_dir() {
+    local rustc sysroot host
+    has_rustup || return 0
+    rustc=$(RUSTUP_AUTO_INSTALL=0 rustup which rustc 2>/dev/null) || return 0
+    sysroot=$("$rustc" --print sysroot 2>/dev/null) || return 0
+    host=$("$rustc" -vV 2>/dev/null | sed -n 's/^host: //p')
+    [[ -n $host && -d $sysroot/lib/rustlib/$host/bin ]] && echo "$sysroot/lib/rustlib/$host/bin"
+    return 0
+}
+
+runs() {
+    [[ -x $1 ]] && "$1" --version >/dev/null 2>&1
+}
+
+cargo_install_component_ld() {
+    local cargo
+    cargo=$(command -v cargo 2>/dev/null || echo "$DEBIAN_CARGO")
+    [[ -x $cargo ]] || return 1
+    say "installing wasm-component-ld $WASM_COMPONENT_LD_VERSION: cargo install wasm-component-ld --locked --root $tools_dir"
+    timeout 900 "$cargo" install wasm-component-ld --locked --version "$WASM_COMPONENT_LD_VERSION" \
+        --root "$tools_dir" >&2
+}
+
+# Prints the wasm-component-ld to link with and says where it came from.
+find_wasm_component_ld() {
+    local found rustup_dir cached="$tools_dir/bin/wasm-component-ld"
+    if found=$(command -v wasm-component-ld 2>/dev/null) && runs "$found"; then
+        say "wasm-component-ld: $found (PATH)"
+    elif rustup_dir=$(rustup_tools_dir) && [[ -n $rustup_dir ]] && runs "$rustup_dir/wasm-component-ld"; then
+        found="$rustup_dir/wasm-component-ld"
+        say "wasm-component-ld: $found (the rustup toolchain's sysroot)"
+    elif runs "$cached" || { may_install && cargo_install_component_ld && runs "$cached"; }; then
+        found=$cached
+        say "wasm-component-ld: $found (cargo install, version $WASM_COMPONENT_LD_VERSION)"
+    else
+        say "wasm-component-ld not found on PATH, in a rustup toolchain or in $tools_dir;"
+        say "  install it with: cargo install wasm-component-ld --locked --version $WASM_COMPONENT_LD_VERSION --root $tools_dir"
+        return 1
+    fi
+    echo "$found"
+}
+
+install_packages() {
+    local apt=(timeout 900 apt-get -o DPkg::Lock::Timeout=60 install -y --no-install-recommends "$@")
     export DEBIAN_FRONTEND=noninteractive
-    echo "build.sh: installing ${FALLBACK_PACKAGES[*]} with apt-get" >&2
+    say "installing $* with apt-get"
     # Only refresh the package lists when the install fails: usually they are
     # current, and `apt-get update` is the slow, network-bound part. Output
-    # goes to stderr because stdout is reserved for cargo's messages.
+    # goes to stderr because stdout is reserved for the tools' paths.
     "${apt[@]}" >&2 && return 0
     timeout 300 apt-get update >&2 || return 1
     "${apt[@]}" >&2
 }
 
-ensure_fallback_toolchain() {
-    local missing
-    missing=$(fallback_missing)
-    [[ -z $missing ]] && return 0
-    echo "build.sh: no wasm32-wasip2 rustup target, and the fallback toolchain lacks:" >&2
-    sed 's/^/  /' <<<"$missing" >&2
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        install_fallback_packages || die "apt-get could not install ${FALLBACK_PACKAGES[*]}"
-        missing=$(fallback_missing)
-        [[ -z $missing ]] || die "still missing after apt-get: $(paste -sd, - <<<"$missing")"
+# Prints the wasm-ld that wasm-component-ld runs, and says where it came from.
+find_wasm_ld() {
+    local found rustup_dir
+    if found=$(command -v wasm-ld 2>/dev/null) && runs "$found"; then
+        say "wasm-ld: $found (PATH)"
+    elif rustup_dir=$(rustup_tools_dir) && [[ -n $rustup_dir ]] && runs "$rustup_dir/gcc-ld/wasm-ld"; then
+        found="$rustup_dir/gcc-ld/wasm-ld"
+        say "wasm-ld: $found (the rustup toolchain's sysroot)"
+    elif may_install && is_root_with_apt && install_packages lld && found=$(command -v wasm-ld 2>/dev/null); then
+        say "wasm-ld: $found (Debian's lld)"
     else
-        die "either run 'rustup target add wasm32-wasip2', or install the Debian packages: apt-get install ${FALLBACK_PACKAGES[*]}"
+        say "wasm-ld not found on PATH or in a rustup toolchain; install it with: apt-get install lld"
+        return 1
+    fi
+    echo "$found"
+}
+
+fallback_compiler_missing() {
+    local missing=()
+    "$DEBIAN_RUSTC" --version >/dev/null 2>&1 || missing+=("$DEBIAN_RUSTC (rustc-web)")
+    [[ -x $DEBIAN_CARGO ]] || missing+=("$DEBIAN_CARGO (cargo-web)")
+    [[ -d $DEBIAN_STD_SRC ]] || missing+=("$DEBIAN_STD_SRC (rust-web-src)")
+    if ((${#missing[@]})); then
+        printf '%s\n' "${missing[@]}"
     fi
 }
 
-# Runs the build for one route. Stdout carries cargo's JSON messages, from
+ensure_fallback_compiler() {
+    local missing
+    missing=$(fallback_compiler_missing)
+    [[ -z $missing ]] && return 0
+    say "the fallback route's compiler lacks:"
+    sed 's/^/  /' <<<"$missing" >&2
+    if may_install && is_root_with_apt; then
+        install_packages "${FALLBACK_PACKAGES[@]}" || die "apt-get could not install ${FALLBACK_PACKAGES[*]}"
+        missing=$(fallback_compiler_missing)
+        [[ -z $missing ]] || die "still missing after apt-get: $(paste -sd, - <<<"$missing")"
+    else
+        say "install them with: apt-get install ${FALLBACK_PACKAGES[*]} (or use rustup: rustup target add wasm32-wasip2)"
+        return 1
+    fi
+}
+
+# --- the build --------------------------------------------------------------
+
+pick_route() {
+    case $route_choice in
+        standard)
+            standard_route_ready || die "the standard route was asked for (SWITCHYARD_GUEST_ROUTE=standard) and cannot build"
+            echo standard
+            ;;
+        fallback) echo fallback ;;
+        auto) if standard_route_ready; then echo standard; else echo fallback; fi ;;
+        *) die "SWITCHYARD_GUEST_ROUTE must be auto, standard or fallback, not '$route_choice'" ;;
+    esac
+}
+
+route=$(pick_route) || exit 1
+if [[ $route == standard ]]; then
+    say "standard route ($(rustc --version), wasm32-wasip2)"
+else
+    # Every missing piece is named before giving up, not just the first.
+    ready=1
+    ensure_fallback_compiler || ready=0
+    component_ld=$(find_wasm_component_ld) || ready=0
+    wasm_ld=$(find_wasm_ld) || ready=0
+    ((ready)) || exit 1
+    say "fallback route ($("$DEBIAN_RUSTC" --version), build-std, wasm32-unknown-unknown)"
+fi
+[[ $mode == tools ]] && exit 0
+
+# Runs the build for the route. Stdout carries cargo's JSON messages, from
 # which the produced components are taken; diagnostics still go to stderr.
 cargo_build() {
-    if has_wasip2_target; then
-        echo "build.sh: standard route (rustup, wasm32-wasip2)" >&2
+    if [[ $route == standard ]]; then
         cargo build --release --locked --target wasm32-wasip2 --message-format=json-render-diagnostics
     else
-        ensure_fallback_toolchain
-        echo "build.sh: fallback route ($("$DEBIAN_RUSTC" --version), build-std, wasm32-unknown-unknown)" >&2
         # These exact flags are part of build-std's fingerprint: change them
-        # and std is rebuilt from source.
-        env -u RUSTFLAGS RUSTC="$DEBIAN_RUSTC" RUSTC_BOOTSTRAP=1 "$DEBIAN_CARGO" build \
+        # and std is rebuilt from source. wasm-component-ld runs the wasm-ld
+        # it finds on PATH.
+        env -u RUSTFLAGS PATH="$(dirname "$wasm_ld"):$PATH" RUSTC="$DEBIAN_RUSTC" RUSTC_BOOTSTRAP=1 \
+            "$DEBIAN_CARGO" build \
             --release --locked --target wasm32-unknown-unknown \
             -Z build-std=std,panic_abort \
-            --config 'target.wasm32-unknown-unknown.linker="wasm-component-ld"' \
+            --config "target.wasm32-unknown-unknown.linker=\"$component_ld\"" \
             --message-format=json-render-diagnostics
     fi
 }

@@ -97,9 +97,15 @@ struct Cli {
     runs: usize,
 }
 
-/// The repository this binary was built from.
+/// The repository the command runs in: the nearest directory, from the
+/// working directory up, that holds `switchyard.toml` and `loadtests/`.
+/// Not the one the binary was built from: clones that share a cargo target
+/// directory share this binary too. Falls back to the working directory.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors()
+        .find(|dir| dir.join("switchyard.toml").is_file() && dir.join("loadtests").is_dir())
+        .map_or(cwd.clone(), Path::to_path_buf)
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or bare seconds.
@@ -185,6 +191,9 @@ async fn run(cli: Cli, scenario: Scenario) -> anyhow::Result<bool> {
     let results_dir = cli.results_dir.join(format!("{stamp}-{}", scenario.name()));
     std::fs::create_dir_all(&results_dir).with_context(|| format!("cannot create {}", results_dir.display()))?;
     eprintln!("loadtest {}: results in {}", scenario.name(), results_dir.display());
+    if cli.target.is_none() {
+        eprintln!("config {}, order handler {}", cli.config.display(), cli.order_handler.display());
+    }
 
     let (harness, base_url, control_url, admin_token) = match &cli.target {
         Some(url) => {
@@ -223,6 +232,12 @@ async fn run(cli: Cli, scenario: Scenario) -> anyhow::Result<bool> {
     }
     let (mut summary, samples) = outcome?;
     summary.details.insert("results".into(), serde_json::json!(results_dir.display().to_string()));
+    if cli.target.is_none() {
+        // Which app this run measured: the config the host's was derived from
+        // (its component paths are relative to it) and the hot-swapped build.
+        summary.details.insert("config".into(), serde_json::json!(cli.config.display().to_string()));
+        summary.details.insert("order_handler".into(), serde_json::json!(cli.order_handler.display().to_string()));
+    }
     summary.started_at = started_at;
 
     let json = serde_json::to_string_pretty(&summary)?;
