@@ -34,6 +34,7 @@
 #
 # SWITCHYARD_NO_INSTALL=1 installs nothing (no rustup target, apt package or
 # cargo install) and reports what is missing instead; `just doctor` uses it.
+# SWITCHYARD_NO_APT=1 leaves only the system's packages alone.
 #
 # Cargo output goes to $CARGO_TARGET_DIR if set, else components/target.
 # Crates come from crates.io through cargo, pinned by the committed Cargo.lock.
@@ -90,8 +91,8 @@ may_install() {
     [[ $no_install != 1 ]]
 }
 
-is_root_with_apt() {
-    [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1
+may_apt_install() {
+    may_install && [[ ${SWITCHYARD_NO_APT:-0} != 1 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1
 }
 
 # --- standard route ---------------------------------------------------------
@@ -193,7 +194,7 @@ find_wasm_ld() {
     elif rustup_dir=$(rustup_tools_dir) && [[ -n $rustup_dir ]] && runs "$rustup_dir/gcc-ld/wasm-ld"; then
         found="$rustup_dir/gcc-ld/wasm-ld"
         say "wasm-ld: $found (the rustup toolchain's sysroot)"
-    elif may_install && is_root_with_apt && install_packages lld && found=$(command -v wasm-ld 2>/dev/null); then
+    elif may_apt_install && install_packages lld && found=$(command -v wasm-ld 2>/dev/null); then
         say "wasm-ld: $found (Debian's lld)"
     else
         say "wasm-ld not found on PATH or in a rustup toolchain; install it with: apt-get install lld"
@@ -218,7 +219,7 @@ ensure_fallback_compiler() {
     [[ -z $missing ]] && return 0
     say "the fallback route's compiler lacks:"
     sed 's/^/  /' <<<"$missing" >&2
-    if may_install && is_root_with_apt; then
+    if may_apt_install; then
         install_packages "${FALLBACK_PACKAGES[@]}" || die "apt-get could not install ${FALLBACK_PACKAGES[*]}"
         missing=$(fallback_compiler_missing)
         [[ -z $missing ]] || die "still missing after apt-get: $(paste -sd, - <<<"$missing")"

@@ -56,7 +56,7 @@ async fn delivers_every_message(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     host.put_inventory("w", 100, 100).await;
     place_orders(host, 5, "ada@example.com").await;
-    eventually("15 messages delivered", LIMIT, || async { count(host, Status::Delivered).await == 15 }).await;
+    host.settle("15 messages delivered", || async { count(host, Status::Delivered).await == 15 }).await;
     let received = simulator.received();
     assert_eq!(received.unique, 15);
     for channel in [Channel::Email, Channel::Sms, Channel::Webhook] {
@@ -109,7 +109,7 @@ async fn outage_and_recovery(host: &TestHost) {
     simulator.set_down(false).expect("up");
     host.clock.advance(120_000);
     host.db.signal_outbox();
-    eventually("all 600 delivered", LIMIT, || async { count(host, Status::Delivered).await == 600 }).await;
+    host.settle("all 600 delivered", || async { count(host, Status::Delivered).await == 600 }).await;
     for component in connectors {
         assert_eq!(host.runtime.breaker(component).unwrap().state(), BreakerState::Closed);
     }
@@ -126,7 +126,7 @@ async fn poison_message(host: &TestHost) {
     place_orders(host, 3, "ok@example.com").await;
     place_orders(host, 1, "poison@example.com").await;
     place_orders(host, 3, "ok@example.com").await;
-    eventually("all settled", LIMIT, || async {
+    host.settle("all settled", || async {
         count(host, Status::Delivered).await + count(host, Status::Dead).await == 21
     })
     .await;
@@ -146,23 +146,43 @@ async fn poison_message(host: &TestHost) {
     simulator.reject_recipients(None).expect("accept");
     let (retried, _) = host.admin(reqwest::Method::POST, &format!("/admin/outbox/{}/retry", dead[0].id)).await;
     assert_eq!(retried, StatusCode::OK);
-    eventually("the requeued message is delivered", LIMIT, || async { count(host, Status::Delivered).await == 21 })
-        .await;
+    host.settle("the requeued message is delivered", || async { count(host, Status::Delivered).await == 21 }).await;
     let (again, _) = host.admin(reqwest::Method::POST, &format!("/admin/outbox/{}/retry", dead[0].id)).await;
     assert_eq!(again, StatusCode::NOT_FOUND, "only DEAD messages can be requeued");
 }
 on_both_backends!(poison_message_goes_dead_without_blocking_others, poison_message, Delivery::ON);
+
+/// A transient provider failure schedules a retry on the injected clock;
+/// waiting with `settle` moves that clock, so the retry happens and the wait
+/// ends on the delivery itself (a plain poll would wait out its bound).
+async fn transient_failure(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    simulator.set_fail(Some(Channel::Email), 1.0, 503).expect("fail");
+    host.put_inventory("w", 10, 100).await;
+    place_orders(host, 2, "ada@example.com").await;
+    eventually("both emails failed once", LIMIT, || async {
+        let emails = host.db.outbox_messages(Some("email"), 10).await.unwrap();
+        emails.len() == 2 && emails.iter().all(|m| m.attempts >= 1 && m.status == "PENDING" && m.lease_until.is_none())
+    })
+    .await;
+    simulator.set_fail(None, 0.0, 503).expect("recover");
+    host.settle("all six delivered", || async { count(host, Status::Delivered).await == 6 }).await;
+    let emails = host.db.outbox_messages(Some("email"), 10).await.unwrap();
+    assert!(emails.iter().all(|m| m.attempts >= 2), "each email was delivered on a retry: {emails:?}");
+}
+on_both_backends!(a_transient_failure_is_retried_after_its_backoff, transient_failure, Delivery::ON);
 
 async fn isolation(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     simulator.set_channel_down(Channel::Sms, true);
     host.put_inventory("w", 100, 100).await;
     place_orders(host, 10, "ada@example.com").await;
-    eventually("email and webhook delivered", LIMIT, || async {
+    host.settle("email and webhook delivered", || async {
         count_for(host, "email", "DELIVERED").await == 10 && count_for(host, "webhook", "DELIVERED").await == 10
     })
     .await;
-    assert_eq!(count_for(host, "sms", "PENDING").await, 10);
+    // The wait moved the clock, so SMS may have spent its attempts: pending or dead, never delivered.
+    assert_eq!(count_for(host, "sms", "PENDING").await + count_for(host, "sms", "DEAD").await, 10);
     assert_eq!(count_for(host, "sms", "DELIVERED").await, 0);
     assert_eq!(host.runtime.breaker("connector-email").unwrap().state(), BreakerState::Closed);
 }
@@ -204,7 +224,7 @@ async fn crash_recovery(host: &TestHost) {
 
     host.clock.advance(60_000);
     host.db.signal_outbox();
-    eventually("expired claims are delivered", LIMIT, || async { count(host, Status::Delivered).await == 3 }).await;
+    host.settle("expired claims are delivered", || async { count(host, Status::Delivered).await == 3 }).await;
     assert_eq!(simulator.received().channels.get(Channel::Email).unique, 3);
     dispatcher.stop().await;
 }
@@ -217,7 +237,7 @@ async fn many_dispatchers(host: &TestHost) {
         .map(|_| Dispatcher::start(&host.config, host.runtime.clone(), host.db.clone(), Arc::new(host.clock.clone())))
         .collect();
     host.db.signal_outbox();
-    eventually("1000 delivered", LIMIT, || async { count(host, Status::Delivered).await == 1_000 }).await;
+    host.settle("1000 delivered", || async { count(host, Status::Delivered).await == 1_000 }).await;
     let received = simulator.received();
     assert_eq!(received.unique, 1_000);
     assert_eq!(received.duplicates, 0, "no message was claimed by two dispatchers within its lease");
@@ -234,7 +254,7 @@ async fn hosts_outside_allowed_hosts_are_refused_as_permanent() {
     let host = TestHost::start_with(Backend::Sqlite, Delivery::Forbidden).await.expect("host");
     host.put_inventory("w", 10, 100).await;
     place_orders(&host, 1, "ada@example.com").await;
-    eventually("all three dead", LIMIT, || async { count(&host, Status::Dead).await == 3 }).await;
+    host.settle("all three dead", || async { count(&host, Status::Dead).await == 3 }).await;
     assert_eq!(host.simulator.as_ref().unwrap().received().requests, 0, "nothing left the host");
     let dead = host.db.outbox_recent(Some("DEAD"), None, 10).await.unwrap();
     assert!(dead.iter().all(|m| m.attempts == 1), "refused at once, not retried");

@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchyard::db::outbox::Status;
 use switchyard::telemetry::{self, LogFormat};
 
-use common::{Backend, Delivery, LogCapture as Capture, TestHost, eventually};
+use common::{Backend, Delivery, LogCapture as Capture, TestHost};
 
 fn request_id_of(line: &Value) -> Option<&str> {
     line["request_id"].as_str().or_else(|| line["span"]["request_id"].as_str())
@@ -40,10 +38,7 @@ async fn request_id_reaches_host_component_and_dispatcher_logs() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["x-request-id"], "req-logs-42");
-    eventually("delivered", Duration::from_secs(60), || async {
-        host.db.outbox_count(Status::Delivered).await.unwrap() == 3
-    })
-    .await;
+    host.settle("delivered", || async { host.db.outbox_count(Status::Delivered).await.unwrap() == 3 }).await;
     host.stop().await;
 
     let lines: Vec<Value> = capture.lines().into_iter().filter(|l| request_id_of(l) == Some("req-logs-42")).collect();

@@ -58,6 +58,10 @@ pub struct StoredMessage {
     pub status: String,
     pub attempts: i64,
     pub created_at: i64,
+    /// When a pending message is next due (milliseconds, the dispatcher's clock).
+    pub next_attempt_at: i64,
+    /// Set while a dispatcher holds the message for delivery.
+    pub lease_until: Option<i64>,
 }
 
 impl Database {
@@ -73,7 +77,8 @@ impl Database {
     /// Messages in creation order, optionally only one connector's.
     pub async fn outbox_messages(&self, connector: Option<&str>, limit: i64) -> Result<Vec<StoredMessage>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at \
+            "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at, \
+             next_attempt_at, lease_until \
              FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR connector = $1) ORDER BY created_at, id LIMIT $2",
         )
         .bind(connector)
@@ -287,7 +292,8 @@ impl Database {
         limit: i64,
     ) -> Result<Vec<StoredMessage>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at \
+            "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at, \
+             next_attempt_at, lease_until \
              FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) AND (CAST($2 AS TEXT) IS NULL OR connector = $2) \
              ORDER BY created_at DESC, id DESC LIMIT $3",
         )
@@ -312,5 +318,7 @@ fn stored_message(row: sqlx::any::AnyRow) -> Result<StoredMessage, sqlx::Error> 
         status: row.try_get("status")?,
         attempts: row.try_get::<i64, _>("attempts")?,
         created_at: row.try_get("created_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        lease_until: row.try_get("lease_until")?,
     })
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchyard::clock::Clock as _;
 use switchyard::clock::ManualClock;
 use switchyard::config::Config;
 use switchyard::db::Database;
@@ -385,6 +386,38 @@ impl TestHost {
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// How far [`TestHost::settle`] moves the injected clock while no delivery
+/// is in flight: far below the 60 s lease, so a claim taken between the look
+/// and the move cannot expire.
+const SETTLE_STEP_MS: i64 = 1_000;
+
+impl TestHost {
+    /// Waits until `done` holds, for outbox work. A delivery that fails
+    /// transiently on a loaded machine (a provider call over its timeout) is
+    /// retried after a backoff on the injected clock, and an opened breaker
+    /// waits on that clock too; nothing else moves it. So whenever no message
+    /// is leased, the clock moves on a step and the dispatcher is woken, and
+    /// the wait ends on the event itself, never on a guess at how long the
+    /// machine needs. The wall-clock bound only catches a real hang.
+    pub async fn settle<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            let now = self.clock.now_millis();
+            let messages = self.db.outbox_messages(None, 100_000).await.expect("outbox messages");
+            if !messages.iter().any(|m| m.lease_until.is_some_and(|until| until > now)) {
+                self.clock.advance(SETTLE_STEP_MS);
+                self.db.signal_outbox();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Polls `check` until it returns true, failing after `limit`. For
