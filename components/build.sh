@@ -45,6 +45,7 @@ readonly FALLBACK_PACKAGES=(rustc-web cargo-web rust-web-src)
 readonly DEBIAN_RUSTC=/usr/bin/rustc
 readonly DEBIAN_CARGO=/usr/bin/cargo
 readonly DEBIAN_STD_SRC=/usr/lib/rustlib/src/rust/library
+readonly DEBIAN_WASM_LD=/usr/bin/wasm-ld
 # The version rustup's 1.95 toolchain carries; newer ones need a newer rustc.
 readonly WASM_COMPONENT_LD_VERSION=0.5.21
 # The eight bytes that open a component (a core module has 01 00 00 00).
@@ -194,7 +195,8 @@ find_wasm_ld() {
     elif rustup_dir=$(rustup_tools_dir) && [[ -n $rustup_dir ]] && runs "$rustup_dir/gcc-ld/wasm-ld"; then
         found="$rustup_dir/gcc-ld/wasm-ld"
         say "wasm-ld: $found (the rustup toolchain's sysroot)"
-    elif may_apt_install && install_packages lld && found=$(command -v wasm-ld 2>/dev/null); then
+    elif may_apt_install && install_packages lld && runs "$DEBIAN_WASM_LD"; then
+        found=$DEBIAN_WASM_LD
         say "wasm-ld: $found (Debian's lld)"
     else
         say "wasm-ld not found on PATH or in a rustup toolchain; install it with: apt-get install lld"
