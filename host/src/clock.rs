@@ -41,10 +41,6 @@ impl ManualClock {
     pub fn advance(&self, millis: i64) {
         self.0.fetch_add(millis, Ordering::SeqCst);
     }
-
-    pub fn set(&self, millis: i64) {
-        self.0.store(millis, Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {

@@ -16,8 +16,20 @@ use serde::Deserialize;
 
 use crate::resilience::BreakerConfig;
 
+/// Component instances the engine's pool holds at once. Each in-flight
+/// invocation holds one; the admission defaults divide them between
+/// components, so they are sized here and the runtime builds its pool to it.
+pub const POOL_INSTANCES: u32 = 512;
+
 /// Connectors may reserve at most half the pool; handlers keep the rest.
-const POOL_HALF: usize = crate::runtime::engine::POOL_INSTANCES as usize / 2;
+const POOL_HALF: usize = POOL_INSTANCES as usize / 2;
+
+/// The connector config key for the timeout of its HTTP calls (connect,
+/// first byte, between bytes), in milliseconds; see `connector-kit`.
+pub const TRANSPORT_TIMEOUT_KEY: &str = "timeout_ms";
+/// A connector's transport timeout when it sets none: this share (%) of its
+/// deadline, leaving the rest for the call around it.
+const TRANSPORT_SHARE_OF_DEADLINE: u64 = 75;
 
 /// Where `serve` listens unless the config or `SWITCHYARD_LISTEN` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -458,7 +470,22 @@ impl Config {
         let mut config: Config = toml::from_str(text)?;
         config.base_dir = base_dir;
         config.validate()?;
+        config.derive_transport_timeouts();
         Ok(config)
+    }
+
+    /// A connector without its own `timeout_ms` gets one from its deadline,
+    /// so its HTTP calls give up (a retryable provider error) before the
+    /// component is stopped (a timeout, counted against its breaker).
+    fn derive_transport_timeouts(&mut self) {
+        let limits = self.limits;
+        for component in self.components.values_mut().filter(|c| c.world == World::Connector) {
+            let deadline = component.limits.resolve(&limits).timeout_ms;
+            component
+                .config
+                .entry(TRANSPORT_TIMEOUT_KEY.to_owned())
+                .or_insert_with(|| (deadline * TRANSPORT_SHARE_OF_DEADLINE / 100).max(1).to_string());
+        }
     }
 
     /// The effective limits of one component.
@@ -478,7 +505,7 @@ impl Config {
     /// so admitted invocations can never exhaust the pooling allocator.
     pub fn admission_for(&self, component: &ComponentConfig) -> EffectiveAdmission {
         let handlers = self.components.values().filter(|c| c.world.serves_routes()).count().max(1);
-        let free = crate::runtime::engine::POOL_INSTANCES as usize - self.connector_instances().min(POOL_HALF);
+        let free = POOL_INSTANCES as usize - self.connector_instances().min(POOL_HALF);
         let fair_share = (free / handlers).clamp(1, DEFAULT_MAX_CONCURRENCY);
         let max_concurrency = component.admission.max_concurrency.unwrap_or(fair_share);
         EffectiveAdmission {
@@ -519,6 +546,22 @@ impl Config {
             }
             if let Err(problem) = component.breaker.validate() {
                 bail!("component {name}: {problem}");
+            }
+            if component.world == World::Connector
+                && let Some(value) = component.config.get(TRANSPORT_TIMEOUT_KEY)
+            {
+                match value.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 && ms < limits.timeout_ms => {}
+                    Ok(ms) if ms > 0 => bail!(
+                        "component {name}: config.{TRANSPORT_TIMEOUT_KEY} ({ms} ms) must be below its deadline, \
+                         timeout_ms = {} ms: a slow provider would end as a component timeout, not a retryable \
+                         provider error",
+                        limits.timeout_ms
+                    ),
+                    _ => bail!(
+                        "component {name}: config.{TRANSPORT_TIMEOUT_KEY} must be a positive number of milliseconds, not {value:?}"
+                    ),
+                }
             }
         }
         for (name, connector) in &self.connectors {
@@ -564,7 +607,7 @@ impl Config {
         if server.max_headers == 0 || server.max_header_bytes == 0 || server.request_timeout_ms == 0 {
             bail!("[server] max_headers, max_header_bytes and request_timeout_ms must be positive");
         }
-        let pool = crate::runtime::engine::POOL_INSTANCES as usize;
+        let pool = POOL_INSTANCES as usize;
         let mut instances = self.connector_instances();
         for (name, component) in self.components.iter().filter(|(_, c)| c.world.serves_routes()) {
             let admission = self.admission_for(component);
@@ -741,6 +784,27 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert!(err.to_string().contains(needle), "{method} {path}: {err}");
         }
+    }
+
+    #[test]
+    fn a_connector_transport_timeout_stays_below_its_deadline() {
+        let connector = |config: &str| {
+            format!(
+                "{MINIMAL}\n[components.mailer]\npath = \"mailer.wasm\"\nworld = \"connector\"\n\
+                 limits = {{ timeout_ms = 2_000 }}\nconfig = {{ url = \"http://127.0.0.1:9/\"{config} }}\n"
+            )
+        };
+        let err = parse(&connector(", timeout_ms = \"5000\"")).unwrap_err();
+        assert!(err.to_string().contains("config.timeout_ms (5000 ms) must be below its deadline"), "{err}");
+        let err = parse(&connector(", timeout_ms = \"soon\"")).unwrap_err();
+        assert!(err.to_string().contains("config.timeout_ms must be a positive number"), "{err}");
+        let kept = parse(&connector(", timeout_ms = \"1200\"")).unwrap();
+        assert_eq!(kept.components["mailer"].config["timeout_ms"], "1200");
+        // None set: three quarters of the deadline.
+        let derived = parse(&connector("")).unwrap();
+        assert_eq!(derived.components["mailer"].config["timeout_ms"], "1500");
+        // Handlers are not given one.
+        assert!(!derived.components["app"].config.contains_key("timeout_ms"));
     }
 
     #[test]

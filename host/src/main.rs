@@ -138,7 +138,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _log_writer = telemetry::init(args.log_format).context("cannot start the log writer")?;
+    let _log_writer = telemetry::init(args.log_format);
     let mut config = Config::load(&args.config.config)?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -165,7 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn check(args: ConfigArgs) -> anyhow::Result<()> {
-    let _log_writer = telemetry::init(LogFormat::Pretty).context("cannot start the log writer")?;
+    let _log_writer = telemetry::init(LogFormat::Pretty);
     let mut config = Config::load(&args.config)?;
     // Loading needs a database for the smoke instantiation only; a private
     // in-memory one leaves the real database untouched.

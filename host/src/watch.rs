@@ -48,7 +48,7 @@ pub fn start(config: &Config, runtime: Arc<Runtime>) {
                 pending.remove(name);
                 seen.insert(name.clone(), Some(now));
                 match tokio::fs::read(path).await {
-                    Ok(bytes) => match runtime.deploy(name, bytes, "watch").await {
+                    Ok(bytes) => match runtime.deploy(name, bytes.into(), "watch").await {
                         Ok(report) => {
                             tracing::info!(component = name, version = report.version, "redeployed after a file change")
                         }

@@ -23,7 +23,7 @@ fn request_id_of(line: &Value) -> Option<&str> {
 async fn request_id_reaches_host_component_and_dispatcher_logs() {
     let capture = Capture::default();
     let writer = capture.clone();
-    telemetry::init_with_writer(LogFormat::Json, move || writer.clone());
+    telemetry::init_with_writer(LogFormat::Json, move || writer.clone(), Some("info,invocation=debug"));
 
     let host = TestHost::start_with(Backend::Sqlite, Delivery::ON).await.expect("host");
     let client = TestHost::client();
@@ -41,7 +41,8 @@ async fn request_id_reaches_host_component_and_dispatcher_logs() {
     host.settle("delivered", || async { host.db.outbox_count(Status::Delivered).await.unwrap() == 3 }).await;
     host.stop().await;
 
-    let lines: Vec<Value> = capture.lines().into_iter().filter(|l| request_id_of(l) == Some("req-logs-42")).collect();
+    let lines: Vec<Value> =
+        capture.json_lines().into_iter().filter(|l| request_id_of(l) == Some("req-logs-42")).collect();
     let host_line = lines.iter().any(|l| l["message"] == "invocation" && l["component"] == "order-handler");
     let component_line = lines
         .iter()

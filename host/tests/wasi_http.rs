@@ -18,6 +18,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use switchyard::runtime::Outcome;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::{
     Backend, HELLO_HTTP, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value,
 };
@@ -52,10 +55,7 @@ fn invocations(host: &TestHost, samples: &Samples, component: &str, outcome: &st
 
 /// Invocations of `component` across every outcome.
 fn all_invocations(host: &TestHost, samples: &Samples, component: &str) -> f64 {
-    ["ok", "error", "trap", "fuel_exhausted", "timeout", "rejected"]
-        .iter()
-        .map(|outcome| invocations(host, samples, component, outcome))
-        .sum()
+    Outcome::ALL.iter().map(|outcome| invocations(host, samples, component, outcome.as_str())).sum()
 }
 
 /// Scrapes once `component` has `n` recorded invocations in all.
@@ -267,5 +267,46 @@ async fn without_fuel_metering_serves_and_records_no_fuel() {
         );
     }
     assert_eq!(value(&samples, "component_fuel_per_invocation_count", &[("component", "hello-http")]), Some(2.0));
+    host.stop().await;
+}
+
+/// hello-http under a deadline far longer than the test, for a guest that
+/// keeps running after its response has gone out.
+const LINGERING: &str = r#"
+    [components.hello-http]
+    path = "hello-http.wasm"
+    world = "wasi-http"
+    limits = { timeout_ms = 600_000 }
+
+    [[routes]]
+    method = "*"
+    path = "/http/{*rest}"
+    component = "hello-http"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_whose_client_goes_away_is_stopped() {
+    let host = start(LINGERING).await;
+    let address = host.url.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The guest answers "hello", then waits ten minutes before ending the body.
+    let request = format!("GET /http/x?linger_ms=600000 HTTP/1.1\r\nhost: {address}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("hello") {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before the body: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    drop(client);
+
+    // Stopped and recorded at once, not at its deadline; its slot is free.
+    let samples = settled(&host, "hello-http", 1.0).await;
+    assert_eq!(invocations(&host, &samples, "hello-http", "error"), 1.0, "recorded as an error");
+    assert_eq!(invocations(&host, &samples, "hello-http", "timeout"), 0.0, "not left to time out");
+    let gate = host.runtime.admissions().find(|(name, _)| *name == "hello-http").map(|(_, gate)| gate.clone());
+    assert_eq!(gate.expect("hello-http admission").running(), 0, "the admission slot is released");
     host.stop().await;
 }

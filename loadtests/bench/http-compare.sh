@@ -16,7 +16,10 @@
 # Traffic stays on loopback; every server is stopped by the PID it got.
 #
 # Settings (environment): BENCH_DURATION (10s), BENCH_ROUNDS (5),
-# BENCH_CONNECTIONS (16), BENCH_THREADS (1 wrk thread).
+# BENCH_CONNECTIONS (16), BENCH_THREADS (1 wrk thread). BENCH_BASELINE names
+# another switchyard binary (an earlier build, say) to measure beside this
+# one: (b) and (c), and (b) with logs off, run on it too, in the same
+# rounds, and the table adds the change from it, judged on per-round pairs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${CARGO_TARGET_DIR:=target}"
@@ -39,6 +42,11 @@ cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "
 trap cleanup EXIT
 
 variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics switchyard-http-nolog)
+baseline="${BENCH_BASELINE:-}"
+if [ -n "$baseline" ]; then
+    [ -x "$baseline" ] || { echo "BENCH_BASELINE=$baseline is not an executable" >&2; exit 1; }
+    variants+=(baseline-http baseline-typed baseline-http-nolog)
+fi
 wasmtime_version=""
 if command -v wasmtime >/dev/null; then
     wasmtime_version=$(wasmtime --version)
@@ -93,13 +101,17 @@ start() { # $1 = variant, $2 = port
         wasmtime-serve)
             wasmtime serve --addr "127.0.0.1:$2" "$hello_http" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
-        switchyard-*)
+        switchyard-* | baseline-*)
             switchyard_config "$2" "$1" > "$work/$1.toml"
-            local log=info
-            if [ "$1" = switchyard-http-nolog ]; then log=warn; fi
-            RUST_LOG=$log "$switchyard" serve --config "$work/$1.toml" >/dev/null 2>&1 &
+            local log=info binary=$switchyard
+            case "$1" in *-nolog) log=warn ;; esac
+            case "$1" in baseline-*) binary=$baseline ;; esac
+            RUST_LOG=$log "$binary" serve --config "$work/$1.toml" >/dev/null 2>&1 &
             pid=$!
-            if [ "$1" = switchyard-typed ]; then url="http://127.0.0.1:$2/typed/hello"; else url="http://127.0.0.1:$2/hello"; fi ;;
+            case "$1" in
+                *-typed) url="http://127.0.0.1:$2/typed/hello" ;;
+                *) url="http://127.0.0.1:$2/hello" ;;
+            esac ;;
     esac
     for _ in $(seq 1 200); do
         if curl -sf -o /dev/null "$url"; then return 0; fi
@@ -186,6 +198,9 @@ labels = {
     "switchyard-http-nofuel": "(b) with fuel metering off",
     "switchyard-http-nometrics": "(b) with metrics off",
     "switchyard-http-nolog": "(b) with per-request logs off (RUST_LOG=warn)",
+    "baseline-http": "(b′) baseline build, hello-http",
+    "baseline-typed": "(c′) baseline build, hello",
+    "baseline-http-nolog": "(b′) baseline build, logs off",
 }
 def ms(us): return f"{us / 1000:.2f} ms"
 def ratio(n, base):
@@ -209,12 +224,12 @@ else:
     print("- hello-http vs wasmtime serve: not measured (no wasmtime on PATH)")
 a = med["axum"]
 print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
-def cost(variant):
-    """(% more server CPU per request, % fewer req/s) of (b) against a variant
-    without something: the median over rounds of each round's pair, which a
-    machine whose speed drifts between rounds disturbs far less than a ratio
-    of medians."""
-    pairs = [(by_round["switchyard-http"][r], w) for r, w in by_round[variant].items() if r in by_round["switchyard-http"]]
+def cost(variant, base="switchyard-http"):
+    """(% more server CPU per request, % fewer req/s) of `base` against a
+    variant without something: the median over rounds of each round's pair,
+    which a machine whose speed drifts between rounds disturbs far less than
+    a ratio of medians."""
+    pairs = [(by_round[base][r], w) for r, w in by_round[variant].items() if r in by_round[base]]
     cpu = statistics.median(100 * (with_[1] - without[1]) / without[1] for with_, without in pairs)
     rps = statistics.median(100 * (without[0] - with_[0]) / without[0] for with_, without in pairs)
     return cpu, rps
@@ -223,6 +238,10 @@ print(f"- cost of fuel metering (median of per-round pairs): {fuel_cpu:.1f} % CP
 for variant, what in (("switchyard-http-nometrics", "metrics"), ("switchyard-http-nolog", "per-request JSON logs")):
     cpu, rps = cost(variant)
     print(f"- cost of {what}: {cpu:.1f} % CPU per request ({rps:.1f} % of req/s)")
+for current, old, what in (("switchyard-http", "baseline-http", "hello-http"), ("switchyard-typed", "baseline-typed", "typed hello"), ("switchyard-http-nolog", "baseline-http-nolog", "hello-http, logs off")):
+    if old in by_round:
+        cpu, rps = cost(old, current)
+        print(f"- this build against the baseline, {what} (median of per-round pairs): {cpu:+.1f} % CPU per request, {-rps:+.1f} % req/s")
 if any(m[3] for m in med.values()):
     print("- **some requests failed**: see the errors column")
 PY

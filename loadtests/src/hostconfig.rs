@@ -96,7 +96,7 @@ path = "components/build/order-handler.wasm"
 path = "components/build/connector-email.wasm"
 world = "connector"
 allowed_hosts = ["127.0.0.1:9090"]
-config = { url = "http://127.0.0.1:9090/email", timeout_ms = "5000" }
+config = { url = "http://127.0.0.1:9090/email", timeout_ms = "1500" }
 "#;
 
     #[test]
@@ -116,7 +116,7 @@ config = { url = "http://127.0.0.1:9090/email", timeout_ms = "5000" }
         let email = &components["connector-email"];
         assert_eq!(email["allowed_hosts"].as_array().unwrap()[0].as_str(), Some("127.0.0.1:4200"));
         assert_eq!(email["config"]["url"].as_str(), Some("http://127.0.0.1:4200/email"));
-        assert_eq!(email["config"]["timeout_ms"].as_str(), Some("5000"));
+        assert_eq!(email["config"]["timeout_ms"].as_str(), Some("1500"));
         assert!(components["order-handler"].get("allowed_hosts").is_none());
     }
 

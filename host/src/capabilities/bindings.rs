@@ -12,11 +12,10 @@ mod handler {
         // should trap the guest rather than take the process down.
         imports: { default: async | trappable },
         exports: { default: async },
+        // wasi:keyvalue is generated beside its implementation.
         with: {
-            "wasi:keyvalue/store.bucket": crate::capabilities::keyvalue::Bucket,
-        },
-        trappable_error_type: {
-            "wasi:keyvalue/store.error" => crate::capabilities::keyvalue::KvError,
+            "wasi:keyvalue/store": crate::capabilities::keyvalue::store,
+            "wasi:keyvalue/atomics": crate::capabilities::keyvalue::atomics,
         },
     });
 }
@@ -42,5 +41,4 @@ mod connector {
 pub use connector::exports::switchyard::platform::sender;
 pub use connector::{Connector, ConnectorPre};
 pub use handler::switchyard::platform::{config, log, metrics, outbox, types};
-pub use handler::wasi::keyvalue::{atomics, store};
 pub use handler::{Handler, HandlerPre};

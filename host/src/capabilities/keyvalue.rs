@@ -6,11 +6,23 @@
 //! components opening "orders" see different data. Counters used by
 //! `increment` are stored as decimal text, as other wasi:keyvalue hosts do.
 
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use crate::db::DbError;
-use crate::runtime::bindings::{atomics, store};
-use crate::runtime::state::InvocationState;
+use crate::db::{DbError, UnitOfWork};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wasi:keyvalue/imports",
+        // Every call may wait on the database, and a host bug should trap
+        // the guest rather than take the process down.
+        imports: { default: async | trappable },
+        with: { "wasi:keyvalue/store.bucket": super::Bucket },
+        trappable_error_type: { "wasi:keyvalue/store.error" => super::KvError },
+    });
+}
+
+pub use generated::wasi::keyvalue::{atomics, store};
 
 /// Longest bucket identifier and key accepted.
 const MAX_NAME_BYTES: usize = 512;
@@ -56,13 +68,27 @@ fn check_name(what: &str, name: &str) -> Result<(), KvError> {
     Ok(())
 }
 
-impl InvocationState {
+/// What the key-value interfaces work on: the guest's open buckets and the
+/// invocation's transaction.
+pub struct KeyValueView<'a> {
+    pub table: &'a mut ResourceTable,
+    pub unit_of_work: &'a mut UnitOfWork,
+}
+
+/// Links `wasi:keyvalue` to a [`KeyValueView`].
+pub struct KeyValue;
+
+impl HasData for KeyValue {
+    type Data<'a> = KeyValueView<'a>;
+}
+
+impl KeyValueView<'_> {
     fn bucket_name(&self, bucket: &Resource<Bucket>) -> Result<String, KvError> {
         Ok(self.table.get(bucket)?.name.clone())
     }
 }
 
-impl store::Host for InvocationState {
+impl store::Host for KeyValueView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
         check_name("bucket identifier", &identifier)?;
         Ok(self.table.push(Bucket { name: identifier })?)
@@ -76,7 +102,7 @@ impl store::Host for InvocationState {
     }
 }
 
-impl store::HostBucket for InvocationState {
+impl store::HostBucket for KeyValueView<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Option<Vec<u8>>, KvError> {
         check_name("key", &key)?;
         let bucket = self.bucket_name(&bucket)?;
@@ -120,7 +146,7 @@ impl store::HostBucket for InvocationState {
     }
 }
 
-impl atomics::Host for InvocationState {
+impl atomics::Host for KeyValueView<'_> {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Result<u64, KvError> {
         check_name("key", &key)?;
         let bucket = self.bucket_name(&bucket)?;

@@ -1,17 +1,30 @@
 //! `switchyard:platform/log`: guest log lines become host tracing events
 //! carrying the component name and the request id.
 
-use crate::runtime::bindings::log::{Host, Level};
-use crate::runtime::state::InvocationState;
+use wasmtime::component::HasData;
+
+use super::bindings::log::{Host, Level};
 
 /// Longest message kept; a guest cannot flood the logs with one call.
 const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
-impl Host for InvocationState {
+/// Who is logging: the component and the request it serves.
+pub struct LogView<'a> {
+    pub component: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Links `switchyard:platform/log` to a [`LogView`].
+pub struct Log;
+
+impl HasData for Log {
+    type Data<'a> = LogView<'a>;
+}
+
+impl Host for LogView<'_> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let message = truncate(&message, MAX_MESSAGE_BYTES);
-        let component = &*self.component.name;
-        let request_id = &*self.request_id;
+        let (component, request_id) = (self.component, self.request_id);
         match level {
             Level::Trace => tracing::trace!(target: "component", component, request_id, "{message}"),
             Level::Debug => tracing::debug!(target: "component", component, request_id, "{message}"),

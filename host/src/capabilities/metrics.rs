@@ -2,14 +2,27 @@
 //! exported with the `app_` prefix and its `component` label. Validation and
 //! the per-component series cap live in `telemetry::metrics`.
 
-use crate::runtime::bindings::metrics::Host;
-use crate::runtime::state::InvocationState;
-use crate::telemetry::metrics::AppMetricKind;
+use wasmtime::component::HasData;
 
-impl Host for InvocationState {
+use super::bindings::metrics::Host;
+use crate::telemetry::metrics::{AppMetricKind, Metrics};
+
+/// Where a component's own metrics go, under its name.
+pub struct MetricsView<'a> {
+    pub component: &'a str,
+    pub metrics: &'a Metrics,
+}
+
+/// Links `switchyard:platform/metrics` to a [`MetricsView`].
+pub struct AppMetrics;
+
+impl HasData for AppMetrics {
+    type Data<'a> = MetricsView<'a>;
+}
+
+impl Host for MetricsView<'_> {
     async fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
-        let component = &self.component;
-        component.metrics.app_metric(&component.name, AppMetricKind::Counter, &name, value as f64, &labels);
+        self.metrics.app_metric(self.component, AppMetricKind::Counter, &name, value as f64, &labels);
         Ok(())
     }
 
@@ -19,8 +32,7 @@ impl Host for InvocationState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let component = &self.component;
-        component.metrics.app_metric(&component.name, AppMetricKind::Histogram, &name, value, &labels);
+        self.metrics.app_metric(self.component, AppMetricKind::Histogram, &name, value, &labels);
         Ok(())
     }
 }

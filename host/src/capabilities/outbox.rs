@@ -1,10 +1,14 @@
 //! `switchyard:platform/outbox`: messages are stored PENDING in the
 //! invocation's transaction, so they exist iff the invocation commits.
 
+use std::collections::BTreeSet;
+
+use wasmtime::component::HasData;
+
+use super::bindings::outbox::{EnqueueError, Host};
+use super::bindings::types::Message;
+use crate::db::UnitOfWork;
 use crate::db::outbox::NewMessage;
-use crate::runtime::bindings::outbox::{EnqueueError, Host};
-use crate::runtime::bindings::types::Message;
-use crate::runtime::state::InvocationState;
 
 /// Bounds on a message; a connector's provider would reject more anyway.
 const MAX_RECIPIENT_BYTES: usize = 512;
@@ -12,9 +16,25 @@ const MAX_SUBJECT_BYTES: usize = 1024;
 const MAX_BODY_BYTES: usize = 256 * 1024;
 const MAX_METADATA_ENTRIES: usize = 32;
 
-impl Host for InvocationState {
+/// What enqueueing needs: the connectors that exist and the invocation's
+/// transaction, plus who enqueues for the logs.
+pub struct OutboxView<'a> {
+    pub component: &'a str,
+    pub request_id: &'a str,
+    pub connectors: &'a BTreeSet<String>,
+    pub unit_of_work: &'a mut UnitOfWork,
+}
+
+/// Links `switchyard:platform/outbox` to an [`OutboxView`].
+pub struct Outbox;
+
+impl HasData for Outbox {
+    type Data<'a> = OutboxView<'a>;
+}
+
+impl Host for OutboxView<'_> {
     async fn enqueue(&mut self, connector: String, message: Message) -> wasmtime::Result<Result<String, EnqueueError>> {
-        if !self.component.connectors.contains(&connector) {
+        if !self.connectors.contains(&connector) {
             return Ok(Err(EnqueueError::UnknownConnector(connector)));
         }
         if let Err(problem) = validate(&message) {
@@ -29,7 +49,7 @@ impl Host for InvocationState {
         match self.unit_of_work.enqueue(&connector, &message).await {
             Ok(id) => Ok(Ok(id)),
             Err(err) => {
-                tracing::error!(component = &*self.component.name, request_id = &*self.request_id, error = %err, "outbox enqueue failed");
+                tracing::error!(component = self.component, request_id = self.request_id, error = %err, "outbox enqueue failed");
                 Ok(Err(EnqueueError::Unavailable("the outbox is unavailable".to_owned())))
             }
         }

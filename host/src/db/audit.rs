@@ -61,7 +61,7 @@ fn row_hash(prev_hash: &str, seq: i64, at: i64, entry: &AuditEntry) -> String {
         hasher.update((field.len() as u64).to_le_bytes());
         hasher.update(field.as_bytes());
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hasher.finalize())
 }
 
 impl Database {

@@ -36,12 +36,29 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 3] = [Status::Pending, Status::Delivered, Status::Dead];
+
+    /// As stored in the `status` column.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "PENDING",
             Status::Delivered => "DELIVERED",
             Status::Dead => "DEAD",
         }
+    }
+
+    /// As metric labels and JSON keys name it: `pending`, `delivered`, `dead`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Delivered => "delivered",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// A status named in either case.
+    pub fn parse(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|status| status.as_str().eq_ignore_ascii_case(name))
     }
 }
 

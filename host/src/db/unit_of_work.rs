@@ -35,11 +35,6 @@ impl UnitOfWork {
         Self { db, component, request_id, tx: None, _write_permit: None, enqueued: false }
     }
 
-    /// Whether the component touched its state (and so holds a transaction).
-    pub fn is_open(&self) -> bool {
-        self.tx.is_some()
-    }
-
     async fn tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
         if self.tx.is_none() {
             self._write_permit = self.db.write_permit().await?;

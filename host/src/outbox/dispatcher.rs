@@ -25,7 +25,7 @@ use crate::config::{Config, ConnectorConfig, OutboxConfig};
 use crate::db::Database;
 use crate::db::outbox::{ClaimedMessage, Settlement};
 use crate::runtime::{Delivery, Envelope, Runtime};
-use crate::telemetry::metrics::{OUTBOX_DELIVERIES, OUTBOX_LAG};
+use crate::telemetry::metrics::{DELIVERY_OUTCOMES, OUTBOX_DELIVERIES, OUTBOX_LAG};
 use metrics::{Counter, Histogram};
 
 /// Starts workers for every connector that has a component.
@@ -58,12 +58,25 @@ struct Worker {
     runtime: Arc<Runtime>,
     db: Database,
     clock: SharedClock,
-    /// `outbox_deliveries_total` by outcome, and the delivery lag.
-    delivered: Counter,
-    retried: Counter,
-    dead: Counter,
-    skipped: Counter,
+    /// `outbox_deliveries_total`, by [`DeliveryOutcome`].
+    deliveries: [Counter; DELIVERY_OUTCOMES.len()],
     lag: Histogram,
+}
+
+/// How one attempt was settled: the `outcome` label of
+/// `outbox_deliveries_total`, named by position in [`DELIVERY_OUTCOMES`].
+#[derive(Debug, Clone, Copy)]
+enum DeliveryOutcome {
+    Delivered,
+    Retry,
+    Dead,
+    SkippedOpenBreaker,
+}
+
+impl DeliveryOutcome {
+    fn as_str(self) -> &'static str {
+        DELIVERY_OUTCOMES[self as usize]
+    }
 }
 
 impl Dispatcher {
@@ -76,13 +89,10 @@ impl Dispatcher {
             .filter_map(|(name, settings)| {
                 let component = settings.component.clone()?;
                 let metrics = runtime.metrics();
-                let deliveries =
-                    |outcome| metrics.counter(OUTBOX_DELIVERIES, &[("connector", name), ("outcome", outcome)]);
                 let worker = Worker {
-                    delivered: deliveries("delivered"),
-                    retried: deliveries("retry"),
-                    dead: deliveries("dead"),
-                    skipped: deliveries("skipped_open_breaker"),
+                    deliveries: DELIVERY_OUTCOMES.map(|outcome| {
+                        metrics.counter(OUTBOX_DELIVERIES, &[("connector", name), ("outcome", outcome)])
+                    }),
                     lag: metrics.histogram(OUTBOX_LAG, &[("connector", name)]),
                     connector: name.clone(),
                     component,
@@ -198,32 +208,28 @@ impl Worker {
         let (settlement, outcome) = match delivery {
             Delivery::Delivered { provider_id } => {
                 self.lag.record((now - message.created_at).max(0) as f64 / 1_000.0);
-                (Settlement::Delivered { id, receipt: provider_id }, "delivered")
+                (Settlement::Delivered { id, receipt: provider_id }, DeliveryOutcome::Delivered)
             }
-            Delivery::Permanent(error) => (Settlement::Dead { id, error }, "dead"),
+            Delivery::Permanent(error) => (Settlement::Dead { id, error }, DeliveryOutcome::Dead),
             Delivery::Retryable(error) if attempt >= self.settings.max_attempts => {
-                (Settlement::Dead { id, error: format!("gave up after {attempt} attempts: {error}") }, "dead")
+                let error = format!("gave up after {attempt} attempts: {error}");
+                (Settlement::Dead { id, error }, DeliveryOutcome::Dead)
             }
             Delivery::Retryable(error) => {
                 let delay =
                     backoff::delay_ms(attempt, self.settings.backoff_base_ms, self.settings.backoff_max_ms, rng);
                 let next_attempt_at = now + i64::try_from(delay).unwrap_or(i64::MAX / 2);
-                (Settlement::Retry { id, error, next_attempt_at }, "retry")
+                (Settlement::Retry { id, error, next_attempt_at }, DeliveryOutcome::Retry)
             }
-            Delivery::Rejected { .. } => (Settlement::Release { id }, "skipped_open_breaker"),
+            Delivery::Rejected { .. } => (Settlement::Release { id }, DeliveryOutcome::SkippedOpenBreaker),
         };
-        match outcome {
-            "delivered" => self.delivered.increment(1),
-            "retry" => self.retried.increment(1),
-            "dead" => self.dead.increment(1),
-            _ => self.skipped.increment(1),
-        }
+        self.deliveries[outcome as usize].increment(1);
         tracing::info!(
             request_id = message.request_id,
             message_id = settlement_id(&settlement),
             connector = self.connector,
             attempt,
-            outcome,
+            outcome = outcome.as_str(),
             "outbox delivery"
         );
         settlement

@@ -7,6 +7,8 @@
 //! already hold the old version finish on it. Every attempt, accepted or not,
 //! is audited and counted.
 
+use hyper::body::Bytes;
+
 use super::Runtime;
 use super::registry::{self, PrepareError};
 use crate::db::DbError;
@@ -56,7 +58,7 @@ pub enum DeployError {
 
 impl Runtime {
     /// Prepares `bytes` as the new version of `name` and swaps it in.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>, actor: &str) -> Result<DeployReport, DeployError> {
+    pub async fn deploy(&self, name: &str, bytes: Bytes, actor: &str) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let size = bytes.len();
         let result = self.prepare_and_swap(name, bytes, actor, "deploy").await;
@@ -85,7 +87,7 @@ impl Runtime {
                 let (_, bytes) = self.db.component_version(name, &target).await?.ok_or_else(|| {
                     DeployError::UnknownVersion { component: name.to_owned(), version: target.clone() }
                 })?;
-                self.prepare_and_swap(name, bytes, actor, "rollback").await
+                self.prepare_and_swap(name, Bytes::from(bytes), actor, "rollback").await
             }
             .await;
         self.audit_attempt("rollback", name, actor, &result, None).await;
@@ -95,13 +97,13 @@ impl Runtime {
     async fn prepare_and_swap(
         &self,
         name: &str,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         actor: &str,
         action: &str,
     ) -> Result<DeployReport, DeployError> {
         let source = self.sources.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
-        let linker = self.linker(source.world);
-        let deployed = registry::prepare(&self.engine, linker, &self.db, source, bytes.clone()).await?;
+        let compiler = self.compiler(source.world);
+        let deployed = registry::prepare(compiler, source, bytes.clone()).await?;
         // Stored before it serves: a restart or another replica must find
         // the bytes of whatever is active.
         self.db.record_deployment(name, &deployed.digest, &bytes, action, actor, self.keep_versions).await?;

@@ -17,9 +17,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// tasks on its worker thread by at most about this long.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Component instances that may be alive at once. Each in-flight invocation
-/// holds one; admission control (a later concern) keeps requests below it.
-pub const POOL_INSTANCES: u32 = 512;
+pub use crate::config::POOL_INSTANCES;
 
 /// Bytes of each linear memory reset in place, rather than released with
 /// `madvise`, when its pool slot is reused. With `PAGEMAP_SCAN` (Linux 6.7+)

@@ -1,19 +1,25 @@
-//! The only module that drives wasmtime.
+//! The module that drives wasmtime, with `capabilities/` (which implements
+//! the imports).
 //!
-//! [`Runtime`] owns the engine, the epoch ticker, the linker and the
-//! registry of loaded components. It compiles and links every component once,
-//! at load time, and [`Runtime::invoke_handler`] then only instantiates a
-//! pre-linked component in a fresh `Store` per request. Callers see plain
-//! request, response and outcome types; no wasmtime type leaves this module
-//! (or `capabilities/`, which implements the imports).
+//! [`Runtime`] owns the engine, the epoch ticker, the linkers and the
+//! registry of loaded components. It compiles and links every component
+//! once, at load time; a call then only instantiates a pre-linked component
+//! in a fresh `Store` (`store.rs`) and calls it through the path of its
+//! world (`handler.rs`, `connector.rs`, `proxy.rs`, sharing `invoke.rs`).
+//! Callers see plain request, response, body and outcome types; no wasmtime
+//! type leaves this module.
 
-pub mod bindings;
+mod connector;
 mod deploy;
 pub mod engine;
-pub mod invoke;
+mod handler;
+mod invoke;
 mod outbound;
+mod outcome;
+mod proxy;
 pub mod registry;
 pub(crate) mod state;
+mod store;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,11 +35,12 @@ use crate::db::Database;
 use crate::resilience::{Admission, CircuitBreaker};
 use crate::telemetry::metrics::Metrics;
 
+pub use connector::{Delivery, DeliveryAttempt, Envelope};
 pub use deploy::{ComponentDetails, DeployError, DeployReport};
-pub use invoke::{
-    Delivery, DeliveryAttempt, Envelope, HandlerRequest, HandlerResponse, Invocation, InvokeError, Outcome,
-    OutcomeRecord, ProxyBody, ProxyBodyError, ProxyReply, Rejection,
-};
+pub use handler::{HandlerRequest, HandlerResponse, Invocation};
+pub use invoke::{INVOCATION_TARGET, InvokeError, Rejection};
+pub use outcome::{Outcome, OutcomeRecord};
+pub use proxy::{ProxyBody, ProxyBodyError, ProxyReply, RequestBodyError};
 pub use registry::{ComponentInfo, PrepareError, Registry};
 
 /// A snapshot of the pooling allocator, for gauges.
@@ -193,9 +200,11 @@ impl Runtime {
             let engine = self.engine.clone();
             let linker = self.linker(component.world).clone();
             let db = self.db.clone();
+            let fuel_metering = self.fuel_metering;
             tasks.spawn(async move {
                 let name = source.name.clone();
-                registry::prepare(&engine, &linker, &db, &source, bytes)
+                let compiler = registry::Compiler { engine: &engine, linker: &linker, db: &db, fuel_metering };
+                registry::prepare(compiler, &source, bytes.into())
                     .await
                     .map_err(|err| anyhow::anyhow!("component {name}: {origin}: {err}"))
             });
@@ -211,6 +220,15 @@ impl Runtime {
             self.registry.insert(deployed);
         }
         Ok(())
+    }
+
+    fn compiler(&self, world: World) -> registry::Compiler<'_> {
+        registry::Compiler {
+            engine: &self.engine,
+            linker: self.linker(world),
+            db: &self.db,
+            fuel_metering: self.fuel_metering,
+        }
     }
 
     fn linker(&self, world: World) -> &Linker<InvocationState> {

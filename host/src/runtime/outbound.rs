@@ -9,10 +9,12 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::state::ComponentContext;
+use crate::capabilities::ComponentContext;
 
 /// The per-invocation hooks wasmtime-wasi-http consults for each request.
 pub struct OutboundPolicy {
+    /// Its name for the log line of a refused request, and its allowed
+    /// authorities (`host:port`, or a host for any port).
     component: Arc<ComponentContext>,
     request_id: Arc<str>,
 }
@@ -71,13 +73,12 @@ impl WasiHttpHooks for OutboundPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
 
     fn policy(allowed: &[&str]) -> OutboundPolicy {
         let component = ComponentContext {
             name: Arc::from("c"),
-            config: BTreeMap::new(),
-            connectors: Arc::new(BTreeSet::new()),
+            config: Default::default(),
+            connectors: Default::default(),
             allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
             metrics: crate::telemetry::metrics::Metrics::new(1),
         };

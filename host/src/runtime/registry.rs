@@ -10,14 +10,17 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use hyper::body::Bytes;
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::bindings::{ConnectorPre, HandlerPre};
-use super::invoke::Outcome;
-use super::state::{ComponentContext, InvocationState};
+use super::outcome::Outcome;
+use super::state::InvocationState;
+use super::store::{Budget, new_store};
+use crate::capabilities::ComponentContext;
+use crate::capabilities::bindings::{ConnectorPre, HandlerPre};
 use crate::config::{EffectiveLimits, World};
 use crate::db::Database;
 use crate::telemetry::metrics::{ComponentMetrics, Metrics};
@@ -51,7 +54,7 @@ pub struct Deployed {
 impl Deployed {
     /// Counts an outcome and publishes its costs.
     pub(crate) fn count(&self, outcome: Outcome, latency: Duration, fuel: u64, memory_peak: usize) {
-        let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome) else { return };
+        let i = outcome.index();
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.last_outcome.store(i as u8 + 1, Ordering::Relaxed);
         self.metrics.record(i, outcome != Outcome::Rejected, latency, fuel, memory_peak);
@@ -187,35 +190,41 @@ const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The sha256 of component bytes, in hex: a version's identity.
 pub(crate) fn digest(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What compiling a version needs: the engine, the linker of the
+/// component's world, and whether stores meter fuel.
+pub(crate) struct Compiler<'a> {
+    pub engine: &'a Engine,
+    pub linker: &'a Linker<InvocationState>,
+    pub db: &'a Database,
+    pub fuel_metering: bool,
 }
 
 /// Compiles, links (with the linker of the component's world) and
 /// smoke-instantiates one version of a component.
-pub(crate) async fn prepare(
-    engine: &Engine,
-    linker: &Linker<InvocationState>,
-    db: &Database,
-    source: &Source,
-    bytes: Vec<u8>,
-) -> Result<Deployed, PrepareError> {
+/// The bytes are shared, not copied: the caller keeps them to store.
+pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Bytes) -> Result<Deployed, PrepareError> {
+    let Compiler { engine, linker, db, fuel_metering } = compiler;
     match bytes.get(..8) {
         Some(header) if header == COMPONENT_HEADER => {}
         Some(header) if header == CORE_MODULE_HEADER => return Err(PrepareError::CoreModule),
         _ => return Err(PrepareError::NotWasm),
     }
-    let digest = digest(&bytes);
     let started = Instant::now();
+    // Hashing a large upload is CPU work too: it runs beside the compile,
+    // off the async threads.
     let compile = tokio::task::spawn_blocking({
         let engine = engine.clone();
         // `from_binary` only accepts wasm, never precompiled native code.
-        move || Component::from_binary(&engine, &bytes)
+        move || (digest(&bytes), Component::from_binary(&engine, &bytes))
     });
-    let compiled = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
+    let (digest, compiled) = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
         Err(_) => return Err(PrepareError::CompileTimeout(COMPILE_TIMEOUT.as_secs())),
         Ok(Err(join)) => return Err(PrepareError::Compile(format!("compiler task failed: {join}"))),
-        Ok(Ok(Err(err))) => return Err(PrepareError::Compile(format!("{err:#}"))),
-        Ok(Ok(Ok(compiled))) => compiled,
+        Ok(Ok((_, Err(err)))) => return Err(PrepareError::Compile(format!("{err:#}"))),
+        Ok(Ok((digest, Ok(compiled)))) => (digest, compiled),
     };
     let compile_ms = started.elapsed().as_millis() as u64;
 
@@ -248,40 +257,25 @@ pub(crate) async fn prepare(
         counts: Default::default(),
         last_outcome: AtomicU8::new(0),
     };
-    smoke_instantiate(engine, db, &deployed).await.map_err(|err| PrepareError::Start(format!("{err:#}")))?;
+    smoke_instantiate(engine, db, fuel_metering, &deployed)
+        .await
+        .map_err(|err| PrepareError::Start(format!("{err:#}")))?;
     Ok(deployed)
 }
 
 /// Instantiates once without calling anything, so a component whose start
 /// traps or exceeds its limits is refused at load instead of on every request.
-async fn smoke_instantiate(engine: &Engine, db: &Database, deployed: &Deployed) -> anyhow::Result<()> {
-    let unit_of_work = db.unit_of_work(deployed.context.name.clone(), Arc::from("smoke-test"));
-    let memory = usize::try_from(deployed.limits.memory_bytes).unwrap_or(usize::MAX);
-    let state = InvocationState::new(deployed.context.clone(), Arc::from("smoke-test"), unit_of_work, memory);
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
-    // Only an engine that meters fuel has a fuel gauge to set.
-    if store.get_fuel().is_ok() {
-        store.set_fuel(SMOKE_FUEL)?;
-    }
-    let deadline = Instant::now() + SMOKE_TIMEOUT;
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Err(wasmtime::Error::msg("start-up exceeded its deadline"))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-    store.set_epoch_deadline(1);
+async fn smoke_instantiate(
+    engine: &Engine,
+    db: &Database,
+    fuel_metering: bool,
+    deployed: &Deployed,
+) -> anyhow::Result<()> {
+    let request_id = Arc::from("smoke-test");
+    let state = InvocationState::for_call(db, &deployed.context, deployed.limits.memory_bytes, &request_id);
+    let budget = Budget { fuel: fuel_metering.then_some(SMOKE_FUEL), deadline: Instant::now() + SMOKE_TIMEOUT };
+    let mut store = new_store(engine, state, budget)?;
     deployed.pre.instance_pre().instantiate_async(&mut store).await?;
     store.into_data().into_unit_of_work().rollback().await?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -4,8 +4,6 @@
 //! and settings, the request id for logs, its unit of work, the resources the
 //! guest opened, and the memory limiter that also measures peak memory.
 
-use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
@@ -15,23 +13,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
-use crate::db::UnitOfWork;
-use crate::telemetry::metrics::Metrics;
-
-/// Settings of a component that its capabilities consult on every call;
-/// shared by all of its invocations.
-#[derive(Debug)]
-pub struct ComponentContext {
-    pub name: Arc<str>,
-    /// Values returned by the `config` interface.
-    pub config: BTreeMap<String, String>,
-    /// Connectors the outbox accepts messages for.
-    pub connectors: Arc<BTreeSet<String>>,
-    /// Authorities (`host:port`) outgoing HTTP may reach; empty for handlers.
-    pub allowed_hosts: Arc<[String]>,
-    /// Where the component's own metrics go.
-    pub metrics: Arc<Metrics>,
-}
+use crate::capabilities::config::ConfigView;
+use crate::capabilities::keyvalue::KeyValueView;
+use crate::capabilities::log::LogView;
+use crate::capabilities::metrics::MetricsView;
+use crate::capabilities::outbox::OutboxView;
+use crate::capabilities::{Capabilities, ComponentContext};
+use crate::db::{Database, UnitOfWork};
 
 pub struct InvocationState {
     pub(crate) component: Arc<ComponentContext>,
@@ -55,12 +43,17 @@ pub struct InvocationState {
 }
 
 impl InvocationState {
-    pub fn new(
-        component: Arc<ComponentContext>,
-        request_id: Arc<str>,
-        unit_of_work: UnitOfWork,
-        memory_limit: usize,
+    /// The state of one call of `component`, with a unit of work of its own
+    /// and linear memory capped at `memory_bytes`.
+    pub(crate) fn for_call(
+        db: &Database,
+        component: &Arc<ComponentContext>,
+        memory_bytes: u64,
+        request_id: &Arc<str>,
     ) -> Self {
+        let unit_of_work = db.unit_of_work(component.name.clone(), request_id.clone());
+        let memory_limit = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
+        let (component, request_id) = (component.clone(), request_id.clone());
         Self {
             unit_of_work,
             table: ResourceTable::new(),
@@ -100,6 +93,34 @@ const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
 struct GuestOutput {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+}
+
+/// Each capability sees only the part of the invocation it serves.
+impl Capabilities for InvocationState {
+    fn config(&mut self) -> ConfigView<'_> {
+        ConfigView { values: &self.component.config }
+    }
+
+    fn keyvalue(&mut self) -> KeyValueView<'_> {
+        KeyValueView { table: &mut self.table, unit_of_work: &mut self.unit_of_work }
+    }
+
+    fn log(&mut self) -> LogView<'_> {
+        LogView { component: &self.component.name, request_id: &self.request_id }
+    }
+
+    fn metrics(&mut self) -> MetricsView<'_> {
+        MetricsView { component: &self.component.name, metrics: &self.component.metrics }
+    }
+
+    fn outbox(&mut self) -> OutboxView<'_> {
+        OutboxView {
+            component: &self.component.name,
+            request_id: &self.request_id,
+            connectors: &self.component.connectors,
+            unit_of_work: &mut self.unit_of_work,
+        }
+    }
 }
 
 impl wasmtime_wasi_io::IoView for InvocationState {

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::db::audit::AuditEntry;
+use crate::db::outbox::Status;
 use crate::error::AppError;
 use crate::runtime::{DeployError, PrepareError};
 
@@ -103,10 +104,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     if let Err(err) = state.db.audit(&entry).await {
         tracing::error!(error = %err, "cannot write the audit log");
     }
-    let mut response =
-        (StatusCode::UNAUTHORIZED, Json(json!({ "error": "admin token missing or invalid" }))).into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-    response
+    AppError::Unauthorized { message: "admin token missing or invalid", bearer: true }.into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,18 +117,20 @@ struct OutboxQuery {
 
 /// Counts by connector and status, and the most recent matching rows.
 async fn outbox(State(state): State<AppState>, Query(query): Query<OutboxQuery>) -> Result<Json<Value>, AppError> {
-    let status = match query.status.as_deref().map(str::to_ascii_uppercase) {
+    let status = match query.status.as_deref() {
         None => None,
-        Some(s) if ["PENDING", "DELIVERED", "DEAD"].contains(&s.as_str()) => Some(s),
-        Some(s) => return Err(AppError::BadRequest(format!("unknown status {s:?}: use pending, delivered or dead"))),
+        Some(name) => match Status::parse(name) {
+            Some(status) => Some(status.as_str()),
+            None => {
+                let known: Vec<&str> = Status::ALL.iter().map(|s| s.label()).collect();
+                return Err(AppError::BadRequest(format!("unknown status {name:?}: use {}", known.join(", "))));
+            }
+        },
     };
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_ROWS);
     let counts = state.db.outbox_status_counts().await.map_err(anyhow::Error::from)?;
-    let messages = state
-        .db
-        .outbox_recent(status.as_deref(), query.connector.as_deref(), limit)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let messages =
+        state.db.outbox_recent(status, query.connector.as_deref(), limit).await.map_err(anyhow::Error::from)?;
     Ok(Json(json!({ "counts": counts, "messages": messages })))
 }
 
@@ -140,7 +140,7 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     if state.db.outbox_retry_dead(&id, now).await.map_err(anyhow::Error::from)? {
         state.db.signal_outbox();
         tracing::info!(message_id = id, "dead message requeued");
-        Ok(Json(json!({ "id": id, "status": "PENDING" })))
+        Ok(Json(json!({ "id": id, "status": Status::Pending })))
     } else {
         Err(AppError::NotFound(format!("no dead message {id}")))
     }
@@ -189,7 +189,7 @@ async fn deploy(
             return Err(err);
         }
     };
-    let report = state.runtime.deploy(&name, bytes.to_vec(), &actor).await.map_err(deploy_error)?;
+    let report = state.runtime.deploy(&name, bytes, &actor).await.map_err(deploy_error)?;
     Ok(Json(json!(report)))
 }
 

@@ -24,7 +24,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::{AppState, RequestId};
 use crate::config::{Config, World};
 use crate::error::AppError;
-use crate::runtime::{HandlerRequest, HandlerResponse, Invocation, Outcome, ProxyBodyError, ProxyReply};
+use crate::runtime::{
+    HandlerRequest, HandlerResponse, Invocation, Outcome, OutcomeRecord, ProxyReply, Rejection, RequestBodyError,
+};
 
 /// Names the exact component build that produced a response.
 pub const VERSION_HEADER: &str = "x-switchyard-version";
@@ -138,7 +140,7 @@ async fn serve(
         .invoke_handler(&target.component, request_id.clone(), request)
         .await
         .map_err(|err| AppError::Internal(err.into()))?;
-    Ok(respond(invocation, &request_id))
+    Ok(respond(invocation))
 }
 
 /// Hands the request, body still streaming in, to a `wasi:http/proxy`
@@ -170,35 +172,41 @@ async fn serve_proxy(
             }
             Ok(response)
         }
-        ProxyReply::Finished(invocation) => Ok(respond(invocation, &request_id)),
+        ProxyReply::Finished { record, rejection } => Ok(with_version(unanswered(&record, rejection), &record)),
     }
 }
 
-fn body_error(err: axum::BoxError) -> ProxyBodyError {
-    if err.is::<LengthLimitError>() {
-        ProxyBodyError::HttpRequestBodySize(None)
-    } else {
-        ProxyBodyError::InternalError(Some(err.to_string()))
-    }
+fn body_error(err: axum::BoxError) -> RequestBodyError {
+    if err.is::<LengthLimitError>() { RequestBodyError::TooLarge } else { RequestBodyError::Failed(err.to_string()) }
 }
 
-fn respond(invocation: Invocation, request_id: &str) -> Response {
+fn respond(invocation: Invocation) -> Response {
     let Invocation { response, record, rejection } = invocation;
-    let version = HeaderValue::from_str(&record.version).ok();
-    let mut response = match response {
+    let response = match response {
         Some(response) => into_http(response),
-        None if record.outcome == Outcome::Rejected => {
+        None => unanswered(&record, rejection),
+    };
+    with_version(response, &record)
+}
+
+/// The answer for a call that produced no response of its own: refused,
+/// timed out, or failed.
+fn unanswered(record: &OutcomeRecord, rejection: Option<Rejection>) -> Response {
+    match record.outcome {
+        Outcome::Rejected => {
             // Whole seconds, rounded up: `Retry-After: 0` would invite a
             // retry storm against an open breaker or a full queue.
             let retry_after_ms = rejection.map_or(1_000, |r| u64::try_from(r.retry_after_ms).unwrap_or(1_000));
             AppError::Overloaded { retry_after_secs: retry_after_ms.div_ceil(1_000).max(1) }.into_response()
         }
-        None if record.outcome == Outcome::Timeout => {
-            AppError::ComponentTimedOut { request_id: request_id.to_owned() }.into_response()
-        }
-        None => AppError::ComponentFailed { request_id: request_id.to_owned() }.into_response(),
-    };
-    if let Some(version) = version {
+        Outcome::Timeout => AppError::ComponentTimedOut.into_response(),
+        _ => AppError::ComponentFailed.into_response(),
+    }
+}
+
+/// Names the version that answered.
+fn with_version(mut response: Response, record: &OutcomeRecord) -> Response {
+    if let Ok(version) = HeaderValue::from_str(&record.version) {
         response.headers_mut().insert(VERSION_HEADER, version);
     }
     response

@@ -1,6 +1,7 @@
 //! What every request passes through before its route's handler, in one
 //! layer: the request id and the span carrying it, the header limits (431),
-//! the request deadline (408), and the HTTP metrics.
+//! the request deadline (408), the request id in every JSON error body, and
+//! the HTTP metrics.
 //!
 //! One hand-written service rather than a stack of `from_fn` middleware:
 //! each of those boxes its future and clones the rest of the stack for
@@ -14,17 +15,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::http_metrics::{HttpMetrics, InFlight};
 use super::limits::HeaderLimits;
 use super::request_id::{self, RequestId};
+use crate::error::{AppError, finish_body};
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
@@ -101,9 +101,12 @@ where
                     Ok(future) => match tokio::time::timeout(shared.timeout, future).await {
                         Ok(Ok(response)) => response,
                         Ok(Err(infallible)) => match infallible {},
-                        Err(_elapsed) => timed_out(shared.timeout),
+                        Err(_elapsed) => {
+                            AppError::RequestTimeout { timeout_ms: shared.timeout.as_millis() }.into_response()
+                        }
                     },
                 };
+                finish_body(&mut response, &id);
                 drop(in_flight);
                 let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
                 shared.metrics.record(route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
@@ -115,9 +118,4 @@ where
             .instrument(span),
         )
     }
-}
-
-fn timed_out(timeout: Duration) -> Response {
-    let message = format!("request not answered within {} ms", timeout.as_millis());
-    (StatusCode::REQUEST_TIMEOUT, Json(json!({ "error": message }))).into_response()
 }

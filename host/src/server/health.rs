@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::db::outbox::Status;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/health", get(summary))
@@ -66,8 +67,11 @@ async fn summary(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         .collect();
     let outbox = match state.db.outbox_status_counts().await {
         Ok(counts) => {
-            let total = |status: &str| counts.iter().filter(|c| c.status == status).map(|c| c.count).sum::<i64>();
-            json!({ "pending": total("PENDING"), "dead": total("DEAD"), "delivered": total("DELIVERED") })
+            let total =
+                |status: Status| counts.iter().filter(|c| c.status == status.as_str()).map(|c| c.count).sum::<i64>();
+            Value::Object(
+                Status::ALL.into_iter().map(|status| (status.label().to_owned(), json!(total(status)))).collect(),
+            )
         }
         Err(_) => Value::Null,
     };

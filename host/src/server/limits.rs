@@ -12,16 +12,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde_json::json;
 
 use crate::config::{Config, Quota as QuotaConfig};
+use crate::error::AppError;
 use crate::telemetry::metrics::{ADMISSION_REJECTED, Metrics};
 
 /// Header carrying an API key (a bearer token works too).
@@ -41,9 +40,7 @@ impl HeaderLimits {
         if headers.len() <= self.max_headers && bytes <= self.max_bytes {
             return None;
         }
-        let message =
-            format!("request headers too large: at most {} headers and {} bytes", self.max_headers, self.max_bytes);
-        Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(json!({ "error": message }))).into_response())
+        Some(AppError::HeadersTooLarge { max_headers: self.max_headers, max_bytes: self.max_bytes }.into_response())
     }
 }
 
@@ -104,11 +101,8 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-fn too_many(retry_after_secs: u64, who: &str) -> Response {
-    let body = Json(json!({ "error": format!("rate limit exceeded for {who}; retry after {retry_after_secs} s") }));
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-    response
+fn too_many(retry_after_secs: u64, who: String) -> Response {
+    AppError::RateLimited { who, retry_after_secs }.into_response()
 }
 
 impl RateLimits {
@@ -129,13 +123,13 @@ pub async fn rate_limit(
         let known = presented_key(request.headers()).and_then(|key| limits.keys.get(key));
         let Some((name, limiter)) = known else {
             rejected("unknown_key");
-            let body = Json(json!({ "error": "a valid API key is required (x-api-key or bearer)" }));
-            return (StatusCode::UNAUTHORIZED, body).into_response();
+            let message = "a valid API key is required (x-api-key or bearer)";
+            return AppError::Unauthorized { message, bearer: false }.into_response();
         };
         if let Err(not_until) = limiter.check() {
             rejected("rate_limited");
             let wait = not_until.wait_time_from(limits.clock.now());
-            return too_many(limits.retry_after(wait), &format!("key {name}"));
+            return too_many(limits.retry_after(wait), format!("key {name}"));
         }
     } else if let Some(per_ip) = &limits.per_ip {
         let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
@@ -144,7 +138,7 @@ pub async fn rate_limit(
         {
             rejected("rate_limited");
             let wait = not_until.wait_time_from(limits.clock.now());
-            return too_many(limits.retry_after(wait), "this client");
+            return too_many(limits.retry_after(wait), "this client".to_owned());
         }
     }
     next.run(request).await
@@ -153,6 +147,7 @@ pub async fn rate_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn keys_come_from_headers_or_bearer() {

@@ -9,10 +9,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
+use crate::db::outbox::Status;
 use crate::telemetry::metrics::{
     ADMISSION_QUEUE_DEPTH, ADMISSION_RUNNING, BREAKER_STATE, BREAKER_TRIPS, DB_POOL_CONNECTIONS, DB_POOL_MAX,
-    OUTBOX_MESSAGES, OUTBOX_OLDEST_PENDING, POOL_COMPONENT_INSTANCES, POOL_MEMORIES, POOL_RESIDENT_BYTES,
-    POOL_WARM_MEMORIES, READY,
+    LOG_LINES_DROPPED, OUTBOX_MESSAGES, OUTBOX_OLDEST_PENDING, POOL_COMPONENT_INSTANCES, POOL_MEMORIES,
+    POOL_RESIDENT_BYTES, POOL_WARM_MEMORIES, READY,
 };
 
 /// The Prometheus text format's content type.
@@ -54,6 +55,7 @@ pub async fn sample(state: &AppState) {
 
     let ready = state.db.ping().await.is_ok();
     metrics.gauge(READY, &[]).set(if ready { 1.0 } else { 0.0 });
+    metrics.counter(LOG_LINES_DROPPED, &[]).absolute(crate::telemetry::dropped_lines());
     if !ready {
         return;
     }
@@ -61,11 +63,14 @@ pub async fn sample(state: &AppState) {
         Ok(counts) => {
             // Statuses with no rows read as zero, not as a stale value.
             for connector in state.runtime.connector_names() {
-                for status in ["PENDING", "DELIVERED", "DEAD"] {
-                    let n =
-                        counts.iter().find(|c| c.connector == connector && c.status == status).map_or(0, |c| c.count);
-                    let label = status.to_ascii_lowercase();
-                    metrics.gauge(OUTBOX_MESSAGES, &[("connector", connector), ("status", &label)]).set(n as f64);
+                for status in Status::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|c| c.connector == connector && c.status == status.as_str())
+                        .map_or(0, |c| c.count);
+                    metrics
+                        .gauge(OUTBOX_MESSAGES, &[("connector", connector), ("status", status.label())])
+                        .set(n as f64);
                 }
             }
         }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Label, Recorder, with_local_recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::db::outbox::Status;
+
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
@@ -39,6 +41,7 @@ pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 pub const READY: &str = "switchyard_ready";
 pub const BUILD_INFO: &str = "switchyard_build_info";
+pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
 pub const SERIES_DROPPED: &str = "component_metric_series_dropped_total";
 pub const POOL_COMPONENT_INSTANCES: &str = "wasmtime_pool_component_instances";
 pub const POOL_MEMORIES: &str = "wasmtime_pool_memories";
@@ -49,8 +52,9 @@ pub const APP_PREFIX: &str = "app_";
 
 /// Label values of the bounded label sets, registered at zero up front so
 /// dashboards and `increase()` see a series before the first event.
+/// `runtime::Outcome` and the dispatcher's delivery outcomes name themselves
+/// by position in these lists.
 pub const OUTCOMES: [&str; 6] = ["ok", "error", "trap", "fuel_exhausted", "timeout", "rejected"];
-pub const OUTBOX_STATUSES: [&str; 3] = ["pending", "delivered", "dead"];
 pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "skipped_open_breaker"];
 pub const DEPLOY_RESULTS: [&str; 3] = ["accepted", "rejected", "rollback"];
 /// Why a request was refused before reaching its component.
@@ -216,8 +220,8 @@ impl Metrics {
 
     /// Zeroed series for a connector's statuses and delivery outcomes.
     pub fn connector(&self, connector: &str) {
-        for status in OUTBOX_STATUSES {
-            self.gauge(OUTBOX_MESSAGES, &[("connector", connector), ("status", status)]).set(0.0);
+        for status in Status::ALL {
+            self.gauge(OUTBOX_MESSAGES, &[("connector", connector), ("status", status.label())]).set(0.0);
         }
         for outcome in DELIVERY_OUTCOMES {
             self.counter(OUTBOX_DELIVERIES, &[("connector", connector), ("outcome", outcome)]).increment(0);
@@ -295,6 +299,7 @@ fn describe() {
     describe_histogram!(HTTP_DURATION, "HTTP request latency by route template and method, in seconds.");
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served.");
     describe_counter!(INVOCATIONS, "Component invocations by version and outcome.");
+    describe_counter!(LOG_LINES_DROPPED, "Log lines dropped because the output could not keep up.");
     describe_histogram!(INVOCATION_DURATION, "Component invocation latency (instantiate and call), in seconds.");
     describe_counter!(FUEL_CONSUMED, "Fuel consumed by a component's invocations.");
     describe_histogram!(FUEL_PER_INVOCATION, "Fuel consumed per invocation.");

@@ -1,16 +1,28 @@
 //! Telemetry: structured `tracing` logs (JSON for machines by default, a
 //! pretty format for people, filtered by `RUST_LOG`) and the Prometheus
 //! metrics in [`metrics`].
+//!
+//! Lines are formatted by `tracing-subscriber` (its JSON format, with the
+//! event's fields at the top level and the current span's under `span`)
+//! and written by `tracing-appender`'s non-blocking writer: a request thread
+//! hands a finished line to a bounded queue and a thread of its own writes
+//! it out. When the output cannot keep up and the queue is full, the line is
+//! dropped and counted (`log_lines_dropped_total`) rather than stalling the
+//! threads that serve requests.
 
-mod json_format;
-mod log_writer;
 pub mod metrics;
 
-pub use log_writer::LogWriterGuard;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Registry, fmt};
+
+/// Lines the writer's queue holds before new ones are dropped: at about
+/// 300 bytes a line, some 40 MB of logs a stalled output may leave behind.
+const QUEUED_LINES: usize = 128_000;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,33 +33,54 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Installs the global subscriber, writing to stderr from a dedicated
-/// thread: request threads format a line and append it to a buffer, and
-/// the writer writes what gathered every few milliseconds. Keep the
-/// returned guard alive until exit: dropping it writes what is still
-/// buffered. Safe to call once per process; later calls do nothing.
-pub fn init(format: LogFormat) -> std::io::Result<LogWriterGuard> {
-    let (writer, guard) = log_writer::LogBuffer::start(std::io::stderr())?;
-    init_with_writer(format, writer);
-    Ok(guard)
+/// Flushes what is queued and stops the writer thread when dropped; keep it
+/// alive until the process exits.
+pub type LogWriterGuard = WorkerGuard;
+
+/// Counts the lines dropped because the queue was full.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because the output could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
-/// [`init`] with another destination (tests capture logs this way).
-pub fn init_with_writer<W>(format: LogFormat, writer: W)
+/// Installs the global subscriber, writing to stderr through the
+/// non-blocking writer. Keep the returned guard alive until exit: dropping
+/// it writes what is still queued. Safe to call once per process; later
+/// calls do nothing.
+pub fn init(format: LogFormat) -> LogWriterGuard {
+    let (writer, guard) =
+        NonBlockingBuilder::default().lossy(true).buffered_lines_limit(QUEUED_LINES).finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
+    let directives = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    init_with_writer(format, writer, directives.as_deref());
+    guard
+}
+
+/// [`init`] with another destination and filter directives (tests capture
+/// logs this way).
+pub fn init_with_writer<W>(format: LogFormat, writer: W, directives: Option<&str>)
 where
     W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let directives = std::env::var(EnvFilter::DEFAULT_ENV).ok();
-    let filter = filter(directives.as_deref());
+    let filter = filter(directives);
     let output = match format {
-        LogFormat::Json => fmt::layer()
-            .with_writer(writer)
-            .fmt_fields(json_format::JsonMembers)
-            .event_format(json_format::JsonLines)
-            .boxed(),
+        LogFormat::Json => json_layer(writer).boxed(),
         LogFormat::Pretty => fmt::layer().with_writer(writer).boxed(),
     };
     let _ = tracing_subscriber::registry().with(filter).with(output).try_init();
+}
+
+/// One JSON object a line: timestamp, level, the event's fields (message
+/// included) at the top level, target, and the current span's fields (the
+/// request id) under `span`.
+fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_writer(writer)
 }
 
 /// The filter for `RUST_LOG`-style directives, or [`default_filter`] when
@@ -80,22 +113,28 @@ fn default_filter() -> Box<dyn Layer<Registry> + Send + Sync> {
     Targets::new().with_default(LevelFilter::INFO).with_targets(quiet).boxed()
 }
 
-/// What tests write logs to: every byte kept, readable as text.
-#[cfg(test)]
+/// Keeps every log line in memory, readable as text or as JSON values: the
+/// destination tests give [`init_with_writer`] to read what was logged.
 #[derive(Clone, Default)]
-pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-#[cfg(test)]
 impl Captured {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().map(|bytes| bytes.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Every captured line that parses as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text().lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 }
 
-#[cfg(test)]
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
 
@@ -104,8 +143,7 @@ impl std::io::Write for Captured {
     }
 }
 
-#[cfg(test)]
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+impl<'a> fmt::MakeWriter<'a> for Captured {
     type Writer = Captured;
 
     fn make_writer(&'a self) -> Captured {
@@ -124,6 +162,28 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(filter(directives)).with(output);
         tracing::subscriber::with_default(subscriber, f);
         capture.text()
+    }
+
+    #[test]
+    fn json_lines_carry_event_fields_at_the_top_and_the_span_under_span() {
+        let capture = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(json_layer(capture.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("request", request_id = "r-1").in_scope(|| {
+                tracing::info!(component = "hello", fuel = 7u64, "invocation");
+            });
+        });
+        let lines = capture.json_lines();
+        assert_eq!(lines.len(), 1, "{}", capture.text());
+        let line = &lines[0];
+        assert_eq!(line["message"], "invocation");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["component"], "hello");
+        assert_eq!(line["fuel"], 7);
+        assert_eq!(line["target"], module_path!());
+        assert_eq!(line["span"]["request_id"], "r-1");
+        assert_eq!(line["span"]["name"], "request");
+        assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
     }
 
     #[test]

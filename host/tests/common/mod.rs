@@ -496,28 +496,12 @@ macro_rules! on_both_backends {
 /// One sample of the exposition: name and labels → value.
 pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
+/// Every sample of a Prometheus exposition; a line that does not parse fails the test.
 pub fn parse_metrics(text: &str) -> Samples {
-    let mut samples = Samples::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let labels = body
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|pair| {
-                        let (k, v) = pair.split_once("=\"").expect("label pair");
-                        (k.to_owned(), v.trim_end_matches('"').to_owned())
-                    })
-                    .collect();
-                (name.to_owned(), labels)
-            }
-            None => (series.to_owned(), BTreeMap::new()),
-        };
-        samples.insert((name, labels), value.parse().expect("value"));
-    }
-    samples
+    let series = switchyard_loadtests::hostmetrics::parse(text);
+    let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count();
+    assert_eq!(series.len(), lines, "every sample line parses");
+    series.into_iter().map(|s| ((s.name, s.labels), s.value)).collect()
 }
 
 pub fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -545,27 +529,8 @@ pub async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (reqwest::St
 }
 
 /// Collects every log line in memory.
-#[derive(Clone, Default)]
-pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogCapture {
-    /// Every captured line that parses as JSON.
-    pub fn lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-}
+#[allow(unused_imports)] // only the log tests read logs
+pub use switchyard::telemetry::Captured as LogCapture;
 
 /// `hello-http` behind an any-method catch-all, and behind a POST route
 /// with a small body limit.

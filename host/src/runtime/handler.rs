@@ -1,0 +1,115 @@
+//! The `handler` world's call path: one request in, one response out, and
+//! the unit of work committed only for a response below 400.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::Runtime;
+use super::invoke::{Call, InvokeError, Rejection, settle};
+use super::outcome::{Outcome, OutcomeRecord};
+use super::registry::Prepared;
+use super::state::InvocationState;
+use crate::capabilities::bindings::{HandlerPre, types};
+use crate::config::World;
+
+/// A request as the host routes it to a handler.
+#[derive(Debug, Clone, Default)]
+pub struct HandlerRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    /// Route template captures.
+    pub params: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HandlerResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The result of a finished handler invocation: the component's own
+/// response when it produced one whose work was committed, else `None`
+/// with the reason logged.
+#[derive(Debug)]
+pub struct Invocation {
+    pub response: Option<HandlerResponse>,
+    pub record: OutcomeRecord,
+    /// Set when the call was refused before running.
+    pub rejection: Option<Rejection>,
+}
+
+impl Call for HandlerPre<InvocationState> {
+    type Input = types::Request;
+    type Output = types::Response;
+
+    async fn call(
+        &self,
+        store: &mut Store<InvocationState>,
+        request: types::Request,
+    ) -> wasmtime::Result<types::Response> {
+        let handler = self.instantiate_async(&mut *store).await?;
+        handler.switchyard_platform_incoming_handler().call_handle(&mut *store, &request).await
+    }
+}
+
+impl Runtime {
+    /// Runs `component`'s `handle` for one request.
+    pub async fn invoke_handler(
+        &self,
+        component: &str,
+        request_id: Arc<str>,
+        request: HandlerRequest,
+    ) -> Result<Invocation, InvokeError> {
+        let deployed = self.lookup(component)?;
+        let Prepared::Handler(pre) = &deployed.pre else { return Err(deployed.wrong_world(World::Handler)) };
+        let started = Instant::now();
+        let admitted = match self.admit(&deployed, &request_id, started).await {
+            Ok(admitted) => admitted,
+            Err((record, rejection)) => return Ok(Invocation { response: None, record, rejection: Some(rejection) }),
+        };
+        let request = types::Request {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            params: request.params,
+            body: request.body,
+        };
+        let execution = self.sandbox(&deployed, &request_id).execute(pre, request).await;
+        let (outcome, response) = match execution.result {
+            Ok(response) if !(100..=599).contains(&response.status) => {
+                tracing::warn!(
+                    component,
+                    request_id = &*request_id,
+                    status = response.status,
+                    "component returned an invalid status"
+                );
+                (Outcome::Error, None)
+            }
+            Ok(response) => {
+                let response =
+                    HandlerResponse { status: response.status, headers: response.headers, body: response.body };
+                let outcome = if response.status >= 500 { Outcome::Error } else { Outcome::Ok };
+                (outcome, Some(response))
+            }
+            Err(err) => (deployed.failed(&request_id, &err, execution.memory_exceeded), None),
+        };
+
+        // The unit of work commits only for a response below 400.
+        let commit = response.as_ref().is_some_and(|r| r.status < 400);
+        let (outcome, response) = match settle(execution.unit_of_work, commit, component, &request_id).await {
+            Ok(()) => (outcome, response),
+            Err(()) => (Outcome::Error, None),
+        };
+        admitted.settle(!outcome.is_fault());
+        let status = response.as_ref().map(|r| r.status);
+        let record = deployed.finish(&request_id, outcome, started, execution.cost, status);
+        Ok(Invocation { response, record, rejection: None })
+    }
+}
