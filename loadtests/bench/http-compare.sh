@@ -20,6 +20,10 @@
 # another switchyard binary (an earlier build, say) to measure beside this
 # one: (b) and (c), and (b) with logs off, run on it too, in the same
 # rounds, and the table adds the change from it, judged on per-round pairs.
+# BENCH_VARIANTS (space-separated names from the list below) runs only
+# those. `*-invocations` variants log the line each invocation writes at
+# debug (RUST_LOG=info,invocation=debug); builds from before it moved to
+# debug write it at info, so their plain variants do.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${CARGO_TARGET_DIR:=target}"
@@ -42,10 +46,14 @@ cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "
 trap cleanup EXIT
 
 variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics switchyard-http-nolog)
+variants+=(switchyard-http-invocations)
 baseline="${BENCH_BASELINE:-}"
 if [ -n "$baseline" ]; then
     [ -x "$baseline" ] || { echo "BENCH_BASELINE=$baseline is not an executable" >&2; exit 1; }
-    variants+=(baseline-http baseline-typed baseline-http-nolog)
+    variants+=(baseline-http baseline-typed baseline-http-nolog baseline-http-invocations)
+fi
+if [ -n "${BENCH_VARIANTS:-}" ]; then
+    read -r -a variants <<<"$BENCH_VARIANTS"
 fi
 wasmtime_version=""
 if command -v wasmtime >/dev/null; then
@@ -104,7 +112,7 @@ start() { # $1 = variant, $2 = port
         switchyard-* | baseline-*)
             switchyard_config "$2" "$1" > "$work/$1.toml"
             local log=info binary=$switchyard
-            case "$1" in *-nolog) log=warn ;; esac
+            case "$1" in *-nolog) log=warn ;; *-invocations) log=info,invocation=debug ;; esac
             case "$1" in baseline-*) binary=$baseline ;; esac
             RUST_LOG=$log "$binary" serve --config "$work/$1.toml" >/dev/null 2>&1 &
             pid=$!
@@ -197,10 +205,12 @@ labels = {
     "wasmtime-serve": "(d) wasmtime serve, hello-http",
     "switchyard-http-nofuel": "(b) with fuel metering off",
     "switchyard-http-nometrics": "(b) with metrics off",
-    "switchyard-http-nolog": "(b) with per-request logs off (RUST_LOG=warn)",
+    "switchyard-http-nolog": "(b) with logs off (RUST_LOG=warn)",
+    "switchyard-http-invocations": "(b) with a log line per invocation",
     "baseline-http": "(b′) baseline build, hello-http",
     "baseline-typed": "(c′) baseline build, hello",
     "baseline-http-nolog": "(b′) baseline build, logs off",
+    "baseline-http-invocations": "(b′) baseline build, a log line per invocation",
 }
 def ms(us): return f"{us / 1000:.2f} ms"
 def ratio(n, base):
@@ -215,15 +225,16 @@ for n in labels:
     rps, p50, p99, errors, cpu = med[n]
     print(f"| {labels[n]} | {rps:,.0f} | {ms(p50)} | {ms(p99)} | {ratio(n, 'axum')} | {ratio(n, 'wasmtime-serve')} | {cpu:.0f} µs | {errors} | {', '.join(f'{r[0]:,.0f}' for r in runs[n])} |")
 print()
-b = med["switchyard-http"]
-if "wasmtime-serve" in med:
+b = med.get("switchyard-http")
+if b and "wasmtime-serve" in med:
     d = med["wasmtime-serve"]
     ok = b[0] >= 1.5 * d[0] and b[2] <= d[2]
     print(f"- hello-http vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])} — goal ≥ 1.5× with p99 no worse: {'met' if ok else 'NOT met'}")
-else:
+elif b:
     print("- hello-http vs wasmtime serve: not measured (no wasmtime on PATH)")
-a = med["axum"]
-print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
+if b and "axum" in med:
+    a = med["axum"]
+    print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
 def cost(variant, base="switchyard-http"):
     """(% more server CPU per request, % fewer req/s) of `base` against a
     variant without something: the median over rounds of each round's pair,
@@ -233,13 +244,26 @@ def cost(variant, base="switchyard-http"):
     cpu = statistics.median(100 * (with_[1] - without[1]) / without[1] for with_, without in pairs)
     rps = statistics.median(100 * (without[0] - with_[0]) / without[0] for with_, without in pairs)
     return cpu, rps
-fuel_cpu, fuel_rps = cost("switchyard-http-nofuel")
-print(f"- cost of fuel metering (median of per-round pairs): {fuel_cpu:.1f} % CPU per request ({fuel_rps:.1f} % of req/s) — goal ≤ 5 %: {'met' if fuel_cpu <= 5 else 'NOT met'}")
-for variant, what in (("switchyard-http-nometrics", "metrics"), ("switchyard-http-nolog", "per-request JSON logs")):
-    cpu, rps = cost(variant)
-    print(f"- cost of {what}: {cpu:.1f} % CPU per request ({rps:.1f} % of req/s)")
-for current, old, what in (("switchyard-http", "baseline-http", "hello-http"), ("switchyard-typed", "baseline-typed", "typed hello"), ("switchyard-http-nolog", "baseline-http-nolog", "hello-http, logs off")):
-    if old in by_round:
+def both(*names):
+    return all(n in by_round for n in names)
+if both("switchyard-http", "switchyard-http-nofuel"):
+    fuel_cpu, fuel_rps = cost("switchyard-http-nofuel")
+    print(f"- cost of fuel metering (median of per-round pairs): {fuel_cpu:.1f} % CPU per request ({fuel_rps:.1f} % of req/s) — goal ≤ 5 %: {'met' if fuel_cpu <= 5 else 'NOT met'}")
+for base, variant, what in (
+    ("switchyard-http", "switchyard-http-nometrics", "metrics"),
+    ("switchyard-http", "switchyard-http-nolog", "the default logs"),
+    ("switchyard-http-invocations", "switchyard-http", "a log line per invocation"),
+):
+    if both(base, variant):
+        cpu, rps = cost(variant, base)
+        print(f"- cost of {what}: {cpu:.1f} % CPU per request ({rps:.1f} % of req/s)")
+for current, old, what in (
+    ("switchyard-http", "baseline-http", "hello-http, each build's default logs"),
+    ("switchyard-http-invocations", "baseline-http-invocations", "hello-http, a log line per invocation"),
+    ("switchyard-http-nolog", "baseline-http-nolog", "hello-http, logs off"),
+    ("switchyard-typed", "baseline-typed", "typed hello, each build's default logs"),
+):
+    if both(current, old):
         cpu, rps = cost(old, current)
         print(f"- this build against the baseline, {what} (median of per-round pairs): {cpu:+.1f} % CPU per request, {-rps:+.1f} % req/s")
 if any(m[3] for m in med.values()):

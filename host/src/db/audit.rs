@@ -14,7 +14,7 @@ use super::{Backend, Database, DbError};
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One audited event, as written.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub actor: String,
     /// deploy | rollback | auth
@@ -27,11 +27,12 @@ pub struct AuditEntry {
 }
 
 /// A stored row.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub seq: i64,
     pub at: i64,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
@@ -102,30 +103,12 @@ impl Database {
 
     /// Every row in order.
     pub async fn audit_rows(&self) -> Result<Vec<AuditRow>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT seq, at, actor, action, component, version, result, reason, prev_hash, hash FROM audit_log ORDER BY seq",
         )
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(AuditRow {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    entry: AuditEntry {
-                        actor: row.try_get("actor")?,
-                        action: row.try_get("action")?,
-                        component: row.try_get("component")?,
-                        version: row.try_get("version")?,
-                        result: row.try_get("result")?,
-                        reason: row.try_get("reason")?,
-                    },
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        Ok(rows)
     }
 
     /// Recomputes the chain; returns the rows checked or the first break.

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{Database, DbError};
 
 /// One accepted deploy or rollback.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct DeploymentRow {
     pub digest: String,
     pub action: String,
@@ -81,7 +81,7 @@ impl Database {
 
     /// Deploy history of a component, newest first.
     pub async fn deployments(&self, component: &str, limit: i64) -> Result<Vec<DeploymentRow>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT digest, action, actor, deployed_at FROM deployments WHERE component = $1 \
              ORDER BY deployed_at DESC, id DESC LIMIT $2",
         )
@@ -89,17 +89,7 @@ impl Database {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeploymentRow {
-                    digest: row.try_get("digest")?,
-                    action: row.try_get("action")?,
-                    actor: row.try_get("actor")?,
-                    deployed_at: row.try_get("deployed_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        Ok(rows)
     }
 
     /// The bytes of a stored version, by full digest or a unique prefix.

@@ -63,7 +63,7 @@ impl Status {
 }
 
 /// A stored message, as inspection shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StoredMessage {
     pub id: String,
     pub connector: String,
@@ -93,7 +93,7 @@ impl Database {
 
     /// Messages in creation order, optionally only one connector's.
     pub async fn outbox_messages(&self, connector: Option<&str>, limit: i64) -> Result<Vec<StoredMessage>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at, \
              next_attempt_at, lease_until \
              FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR connector = $1) ORDER BY created_at, id LIMIT $2",
@@ -102,7 +102,7 @@ impl Database {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter().map(stored_message).collect::<Result<_, sqlx::Error>>().map_err(DbError::from)
+        Ok(rows)
     }
 }
 
@@ -144,10 +144,11 @@ pub enum Settlement {
 }
 
 /// Messages per connector and status, for gauges and inspection.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct StatusCount {
     pub connector: String,
     pub status: String,
+    #[sqlx(rename = "n")]
     pub count: i64,
 }
 
@@ -271,21 +272,12 @@ impl Database {
 
     /// Message counts by connector and status.
     pub async fn outbox_status_counts(&self) -> Result<Vec<StatusCount>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT connector, status, COUNT(*) AS n FROM outbox GROUP BY connector, status ORDER BY connector, status",
         )
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StatusCount {
-                    connector: row.try_get("connector")?,
-                    status: row.try_get("status")?,
-                    count: row.try_get("n")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        Ok(rows)
     }
 
     /// Creation time of the oldest PENDING message, per connector that has one.
@@ -308,7 +300,7 @@ impl Database {
         connector: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, connector, component, request_id, recipient, subject, body, status, attempts, created_at, \
              next_attempt_at, lease_until \
              FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) AND (CAST($2 AS TEXT) IS NULL OR connector = $2) \
@@ -319,23 +311,6 @@ impl Database {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter().map(stored_message).collect::<Result<_, sqlx::Error>>().map_err(DbError::from)
+        Ok(rows)
     }
-}
-
-fn stored_message(row: sqlx::any::AnyRow) -> Result<StoredMessage, sqlx::Error> {
-    Ok(StoredMessage {
-        id: row.try_get("id")?,
-        connector: row.try_get("connector")?,
-        component: row.try_get("component")?,
-        request_id: row.try_get("request_id")?,
-        recipient: row.try_get("recipient")?,
-        subject: row.try_get("subject")?,
-        body: row.try_get("body")?,
-        status: row.try_get("status")?,
-        attempts: row.try_get::<i64, _>("attempts")?,
-        created_at: row.try_get("created_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        lease_until: row.try_get("lease_until")?,
-    })
 }

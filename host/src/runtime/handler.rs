@@ -7,7 +7,8 @@ use std::time::Instant;
 use wasmtime::Store;
 
 use super::Runtime;
-use super::invoke::{Call, InvokeError, Rejection, settle};
+use super::admit::Rejection;
+use super::invoke::{Call, InvokeError, settle};
 use super::outcome::{Outcome, OutcomeRecord};
 use super::registry::Prepared;
 use super::state::InvocationState;

@@ -9,6 +9,7 @@
 //! Callers see plain request, response, body and outcome types; no wasmtime
 //! type leaves this module.
 
+mod admit;
 mod connector;
 mod deploy;
 pub mod engine;
@@ -35,10 +36,11 @@ use crate::db::Database;
 use crate::resilience::{Admission, CircuitBreaker};
 use crate::telemetry::metrics::Metrics;
 
+pub use admit::Rejection;
 pub use connector::{Delivery, DeliveryAttempt, Envelope};
 pub use deploy::{ComponentDetails, DeployError, DeployReport};
 pub use handler::{HandlerRequest, HandlerResponse, Invocation};
-pub use invoke::{INVOCATION_TARGET, InvokeError, Rejection};
+pub use invoke::{INVOCATION_TARGET, InvokeError};
 pub use outcome::{Outcome, OutcomeRecord};
 pub use proxy::{ProxyBody, ProxyBodyError, ProxyReply, RequestBodyError};
 pub use registry::{ComponentInfo, PrepareError, Registry};

@@ -28,7 +28,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::Runtime;
-use super::invoke::{Call, InvokeError, Rejection, settle};
+use super::admit::Rejection;
+use super::invoke::{Call, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
 use super::registry::Prepared;
 use super::state::InvocationState;
