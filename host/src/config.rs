@@ -267,6 +267,82 @@ pub struct ComponentConfig {
     /// Handlers only: how many invocations run and wait at once.
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// How a canary of this component is stepped and judged, and how long a
+    /// plain deploy is watched.
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+}
+
+/// `[components.NAME.rollout]`: the steps of a canary and the thresholds
+/// that judge each one (see `rollout/`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Canary shares (%) after the deploy's own, increasing and ending at
+    /// 100; reaching 100 promotes the canary.
+    pub steps: Vec<u8>,
+    /// How long each step lasts before it is judged.
+    pub step_ms: u64,
+    /// Invocations each version needs in a step before the step can pass.
+    pub min_invocations: u64,
+    /// Times a step with too few invocations is extended by `step_ms`
+    /// before the rollout is aborted as inconclusive.
+    pub max_extensions: u32,
+    /// How far the canary's error share may exceed the stable's (0.05 = five
+    /// points), judged on a 99 % lower bound of the canary's share.
+    pub max_error_rate_increase: f64,
+    /// Largest canary/stable ratio of p99 latency, mean fuel per invocation
+    /// and peak memory.
+    pub max_p99_ratio: f64,
+    pub max_fuel_ratio: f64,
+    pub max_memory_ratio: f64,
+    /// After a deploy without a canary, how long the new version is judged
+    /// against the previous one's figures; 0 turns the watch off.
+    pub watch_ms: u64,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            steps: vec![25, 50, 100],
+            step_ms: 30_000,
+            min_invocations: 50,
+            max_extensions: 3,
+            max_error_rate_increase: 0.05,
+            max_p99_ratio: 1.5,
+            max_fuel_ratio: 2.0,
+            max_memory_ratio: 2.0,
+            watch_ms: 30_000,
+        }
+    }
+}
+
+impl RolloutConfig {
+    /// The first problem, naming its key.
+    fn validate(&self) -> Result<(), String> {
+        if self.steps.last() != Some(&100) {
+            return Err("rollout.steps must end at 100".to_owned());
+        }
+        if self.steps.windows(2).any(|pair| pair[0] >= pair[1]) || self.steps.first() == Some(&0) {
+            return Err("rollout.steps must increase, from 1 to 100".to_owned());
+        }
+        if self.step_ms == 0 || self.min_invocations == 0 {
+            return Err("rollout.step_ms and rollout.min_invocations must be positive".to_owned());
+        }
+        if !(self.max_error_rate_increase > 0.0 && self.max_error_rate_increase < 1.0) {
+            return Err("rollout.max_error_rate_increase must be between 0 and 1".to_owned());
+        }
+        for (key, ratio) in [
+            ("max_p99_ratio", self.max_p99_ratio),
+            ("max_fuel_ratio", self.max_fuel_ratio),
+            ("max_memory_ratio", self.max_memory_ratio),
+        ] {
+            if !(ratio > 1.0 && ratio.is_finite()) {
+                return Err(format!("rollout.{key} must be above 1, not {ratio}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Bounded admission of a handler; unset values are derived from the
@@ -547,6 +623,9 @@ impl Config {
             if let Err(problem) = component.breaker.validate() {
                 bail!("component {name}: {problem}");
             }
+            if let Err(problem) = component.rollout.validate() {
+                bail!("component {name}: {problem}");
+            }
             if component.world == World::Connector
                 && let Some(value) = component.config.get(TRANSPORT_TIMEOUT_KEY)
             {
@@ -784,6 +863,26 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert!(err.to_string().contains(needle), "{method} {path}: {err}");
         }
+    }
+
+    #[test]
+    fn rollout_config_is_checked_naming_the_key() {
+        let with = |rollout: &str| parse(&format!("{MINIMAL}\n[components.app.rollout]\n{rollout}\n"));
+        for (rollout, expected) in [
+            ("steps = [50, 25, 100]", "rollout.steps must increase"),
+            ("steps = [25, 50]", "rollout.steps must end at 100"),
+            ("max_p99_ratio = 1.0", "rollout.max_p99_ratio must be above 1"),
+            ("max_fuel_ratio = 0.5", "rollout.max_fuel_ratio must be above 1"),
+            ("max_error_rate_increase = 0", "rollout.max_error_rate_increase must be between 0 and 1"),
+            ("min_invocations = 0", "rollout.step_ms and rollout.min_invocations must be positive"),
+            ("canary = 5", "unknown field"),
+        ] {
+            let err = with(rollout).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{rollout}: {err:#}");
+        }
+        let config = with("steps = [10, 100]\nstep_ms = 5_000").unwrap();
+        assert_eq!(config.components["app"].rollout.steps, [10, 100]);
+        assert_eq!(config.components["app"].rollout.min_invocations, 50, "unset keys keep their defaults");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A rollout is in the way (or missing); the body shows its state.
+    #[error("{message}")]
+    RolloutConflict { message: String, rollout: Option<serde_json::Value> },
     #[error("{0}")]
     Unprocessable(String),
     #[error("rate limit exceeded for {who}; retry after {retry_after_secs} s")]
@@ -49,10 +52,10 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
-/// The message of an error response, kept until the front layer writes the
-/// body with the request id ([`finish_body`]).
+/// The message of an error response (and a field that details it), kept
+/// until the front layer writes the body with the request id ([`finish_body`]).
 #[derive(Debug, Clone)]
-pub struct ErrorMessage(pub String);
+pub struct ErrorMessage(pub String, pub Option<(&'static str, serde_json::Value)>);
 
 impl AppError {
     fn status(&self) -> StatusCode {
@@ -65,7 +68,7 @@ impl AppError {
             AppError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::RolloutConflict { .. } => StatusCode::CONFLICT,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::ComponentFailed | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,9 +86,13 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
+        let detail = match &self {
+            AppError::RolloutConflict { rollout: Some(rollout), .. } => Some(("rollout", rollout.clone())),
+            _ => None,
+        };
         // A body of its own for a response that never meets the front layer.
-        let mut response = (self.status(), Json(json!({ "error": message }))).into_response();
-        response.extensions_mut().insert(ErrorMessage(message));
+        let mut response = (self.status(), Json(body(&message, detail.as_ref(), None))).into_response();
+        response.extensions_mut().insert(ErrorMessage(message, detail));
         let headers = response.headers_mut();
         match self {
             AppError::Overloaded { retry_after_secs } | AppError::RateLimited { retry_after_secs, .. } => {
@@ -102,11 +109,25 @@ impl IntoResponse for AppError {
 
 /// Writes an error response's JSON body with the request id it answered.
 pub fn finish_body(response: &mut Response, request_id: &str) {
-    if let Some(ErrorMessage(message)) = response.extensions_mut().remove::<ErrorMessage>() {
-        let body = json!({ "error": message, "request_id": request_id });
-        *response.body_mut() = Body::from(body.to_string());
+    if let Some(ErrorMessage(message, detail)) = response.extensions_mut().remove::<ErrorMessage>() {
+        *response.body_mut() = Body::from(body(&message, detail.as_ref(), Some(request_id)).to_string());
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
+}
+
+fn body(
+    message: &str,
+    detail: Option<&(&'static str, serde_json::Value)>,
+    request_id: Option<&str>,
+) -> serde_json::Value {
+    let mut body = json!({ "error": message });
+    if let Some((key, value)) = detail {
+        body[*key] = value.clone();
+    }
+    if let Some(request_id) = request_id {
+        body["request_id"] = json!(request_id);
+    }
+    body
 }
 
 #[cfg(test)]

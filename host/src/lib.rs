@@ -30,6 +30,7 @@ pub mod db;
 pub mod error;
 pub mod outbox;
 pub mod resilience;
+pub mod rollout;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
@@ -47,6 +48,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Database;
 use crate::outbox::Dispatcher;
+use crate::rollout::Rollouts;
 use crate::runtime::Runtime;
 use crate::server::{AdminAuth, AppState, RateLimits};
 use crate::telemetry::metrics::Metrics;
@@ -67,9 +69,12 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
     for connector in config.connectors.keys() {
         metrics.connector(connector);
     }
-    let runtime = Runtime::load(config, db.clone(), clock.clone(), metrics.clone()).await?;
+    let runtime = Arc::new(Runtime::load(config, db.clone(), clock.clone(), metrics.clone()).await?);
+    let rollouts = Arc::new(Rollouts::new(config, runtime.clone(), db.clone(), clock.clone()));
+    rollouts.recover().await.context("cannot read unfinished rollouts from the audit log")?;
     Ok(AppState {
-        runtime: Arc::new(runtime),
+        runtime,
+        rollouts,
         db,
         metrics,
         clock,
@@ -113,6 +118,7 @@ pub async fn serve(
             }
         }
     });
+    let rollouts = state.rollouts.start();
     let dispatcher = config
         .outbox
         .dispatch
@@ -162,6 +168,7 @@ pub async fn serve(
         dispatcher.stop().await;
     }
     upkeep.abort();
+    rollouts.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }

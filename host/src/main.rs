@@ -29,8 +29,17 @@ enum Command {
         name: String,
         /// The `.wasm` component file.
         file: PathBuf,
+        /// Start a canary rollout: the new version's first share of the
+        /// invocations, 1 to 99 %; without it the version swaps in at once.
+        #[arg(long)]
+        canary: Option<u8>,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Show, promote or abort a component's canary rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Swap a component back to its previous version, or to --version.
     Rollback {
@@ -50,6 +59,28 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// The running (or last) rollout: state, step, shares, figures, last decision.
+    Status {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Promote the canary now.
+    Promote {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Abort the rollout: the stable version serves everything.
+    Abort {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -120,7 +151,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(args).await,
-            Command::Deploy { name, file, admin } => deploy(&name, &file, &admin).await,
+            Command::Deploy { name, file, canary, admin } => deploy(&name, &file, canary, &admin).await,
+            Command::Rollout { command } => rollout(command).await,
             Command::Rollback { name, version, admin } => rollback(&name, version.as_deref(), &admin).await,
             Command::Components { admin } => components(&admin).await,
             Command::Audit { command: AuditCommand::Verify { config, database_url } } => {
@@ -202,11 +234,29 @@ async fn answer(response: reqwest::Response) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn deploy(name: &str, file: &std::path::Path, admin: &AdminArgs) -> anyhow::Result<()> {
+async fn deploy(name: &str, file: &std::path::Path, canary: Option<u8>, admin: &AdminArgs) -> anyhow::Result<()> {
     let bytes = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
     let (client, headers) = admin_client(admin)?;
-    let url = format!("{}/admin/components/{name}", admin.url.trim_end_matches('/'));
+    let mut url = format!("{}/admin/components/{name}", admin.url.trim_end_matches('/'));
+    if let Some(share) = canary {
+        url.push_str(&format!("?canary={share}"));
+    }
     answer(client.put(url).headers(headers).body(bytes).send().await?).await
+}
+
+async fn rollout(command: RolloutCommand) -> anyhow::Result<()> {
+    let (name, admin, action) = match &command {
+        RolloutCommand::Status { name, admin } => (name, admin, None),
+        RolloutCommand::Promote { name, admin } => (name, admin, Some("promote")),
+        RolloutCommand::Abort { name, admin } => (name, admin, Some("abort")),
+    };
+    let (client, headers) = admin_client(admin)?;
+    let url = format!("{}/admin/components/{name}/rollout", admin.url.trim_end_matches('/'));
+    let request = match action {
+        None => client.get(url),
+        Some(action) => client.post(format!("{url}/{action}")),
+    };
+    answer(request.headers(headers).send().await?).await
 }
 
 async fn rollback(name: &str, version: Option<&str>, admin: &AdminArgs) -> anyhow::Result<()> {

@@ -165,6 +165,19 @@ impl CircuitBreaker {
         self.lock().trips
     }
 
+    /// Closes the breaker and forgets its counts: the version whose faults
+    /// opened it no longer serves (a rollout rolled it back).
+    pub fn reset(&self) {
+        let now = self.clock.now_millis();
+        let mut inner = self.lock();
+        inner.state = State::Closed;
+        inner.consecutive_failures = 0;
+        inner.window_start = now;
+        inner.window_calls = 0;
+        inner.window_failures = 0;
+        tracing::info!(breaker = &*self.name, "circuit breaker reset: the failing version was rolled back");
+    }
+
     /// Admits a call or says when to retry.
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
         let now = self.clock.now_millis();

@@ -70,7 +70,8 @@ impl Runtime {
         request_id: Arc<str>,
         envelope: Envelope,
     ) -> Result<DeliveryAttempt, InvokeError> {
-        let deployed = self.lookup(component)?;
+        // Every attempt of one message meets the same version.
+        let (deployed, canary) = self.lookup(component, Some(&envelope.id))?;
         let Prepared::Connector(pre) = &deployed.pre else { return Err(deployed.wrong_world(World::Connector)) };
         let started = Instant::now();
         // Deliveries are paced by the dispatcher, not queued here: only the
@@ -108,7 +109,7 @@ impl Runtime {
         if let Some(permit) = permit {
             // A provider that answers "permanently no" is healthy; one that
             // cannot be reached, or a connector that crashes, is not.
-            permit.record(!matches!(delivery, Delivery::Retryable(_)));
+            permit.record(canary || !matches!(delivery, Delivery::Retryable(_)));
         }
         let record = deployed.finish(&request_id, outcome, started, execution.cost, None);
         Ok(DeliveryAttempt { delivery, record })

@@ -9,12 +9,15 @@
 
 use hyper::body::Bytes;
 
+use std::sync::Arc;
+
 use super::Runtime;
-use super::registry::{self, PrepareError};
+use super::figures::Figures;
+use super::registry::{self, Canary, PrepareError};
 use crate::db::DbError;
 use crate::db::audit::AuditEntry;
 use crate::db::deployments::DeploymentRow;
-use crate::telemetry::metrics::{DEPLOYMENTS, VERSION_INFO};
+use crate::telemetry::metrics::{DEPLOYMENTS, ROLLOUT_WEIGHT, VERSION_INFO};
 
 /// What an accepted deploy or rollback did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,9 +25,23 @@ pub struct DeployReport {
     pub name: String,
     /// Short content hash of the version now serving.
     pub version: String,
-    /// Short content hash of the version it replaced.
+    /// Short content hash of the version it replaced (for a canary: the
+    /// stable version beside it).
     pub previous: Option<String>,
     pub compile_ms: u64,
+    /// What the replaced version had done, for the watch that follows a
+    /// plain deploy.
+    #[serde(skip)]
+    pub previous_figures: Option<Figures>,
+}
+
+/// What a component's versions in service have done so far.
+#[derive(Debug, Clone)]
+pub struct VersionFigures {
+    /// The stable version and its figures.
+    pub stable: (String, Figures),
+    /// The canary, its figures and its share (%), while one serves.
+    pub canary: Option<(String, Figures, u8)>,
 }
 
 /// A component's active version and what it can roll back to.
@@ -52,6 +69,10 @@ pub enum DeployError {
     UnknownVersion { component: String, version: String },
     #[error("{0} has no previous version to roll back to")]
     NoPrevious(String),
+    #[error("{component} already serves version {version}; a canary must be another build")]
+    SameVersion { component: String, version: String },
+    #[error("{0} has no canary")]
+    NoCanary(String),
     #[error("storage failed: {0}")]
     Storage(#[from] DbError),
 }
@@ -112,6 +133,7 @@ impl Runtime {
             version: deployed.version.to_string(),
             previous: None,
             compile_ms: deployed.compile_ms,
+            previous_figures: None,
         };
         let digest = deployed.digest.clone();
         let previous = self.registry.get(name);
@@ -119,9 +141,15 @@ impl Runtime {
         self.registry.insert(deployed);
         if let Some(previous) = previous.as_ref().filter(|p| p.digest != digest) {
             self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &previous.version)]).set(0.0);
+            self.metrics.gauge(ROLLOUT_WEIGHT, &[("component", name), ("version", &previous.version)]).set(0.0);
         }
         self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &report.version)]).set(1.0);
-        let report = DeployReport { previous: previous.map(|p| p.version.to_string()), ..report };
+        self.metrics.sole_version(name, &report.version);
+        let report = DeployReport {
+            previous_figures: previous.as_ref().map(|p| p.stats.snapshot()),
+            previous: previous.map(|p| p.version.to_string()),
+            ..report
+        };
         tracing::info!(
             component = name,
             version = report.version,
@@ -132,6 +160,101 @@ impl Runtime {
             "component swapped"
         );
         Ok(report)
+    }
+
+    /// Prepares `bytes` as a canary of `name`, beside its stable version,
+    /// with `weight` % of the invocations. It is not recorded as deployed
+    /// until promoted, so a restart serves the stable version.
+    pub async fn deploy_canary(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        actor: &str,
+        weight: u8,
+    ) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let size = bytes.len();
+        let result = async {
+            let source = self.sources.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+            let stable = self.registry.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+            let deployed = registry::prepare(self.compiler(source.world), source, bytes.clone()).await?;
+            if deployed.digest == stable.digest {
+                let version = stable.version.to_string();
+                return Err(DeployError::SameVersion { component: name.to_owned(), version });
+            }
+            let report = DeployReport {
+                name: name.to_owned(),
+                version: deployed.version.to_string(),
+                previous: Some(stable.version.to_string()),
+                compile_ms: deployed.compile_ms,
+                previous_figures: None,
+            };
+            self.registry.set_canary(name, Canary { deployed: Arc::new(deployed), weight, bytes });
+            tracing::info!(
+                component = name,
+                version = report.version,
+                stable = report.previous,
+                weight,
+                actor,
+                "canary deployed"
+            );
+            Ok(report)
+        }
+        .await;
+        self.audit_attempt("canary", name, actor, &result, Some(size)).await;
+        result
+    }
+
+    /// Gives the canary of `name` `weight` % of the invocations.
+    pub fn set_canary_weight(&self, name: &str, weight: u8) -> Result<(), DeployError> {
+        if self.registry.set_weight(name, weight) { Ok(()) } else { Err(DeployError::NoCanary(name.to_owned())) }
+    }
+
+    /// Makes the canary the stable version, recorded as deployed.
+    pub async fn promote_canary(&self, name: &str, actor: &str) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let serving = self.registry.serving(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        let canary = serving.canary.ok_or_else(|| DeployError::NoCanary(name.to_owned()))?;
+        let deployed = canary.deployed;
+        self.db.record_deployment(name, &deployed.digest, &canary.bytes, "promote", actor, self.keep_versions).await?;
+        self.registry.set_stable(deployed.clone());
+        let old = &serving.stable;
+        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &old.version)]).set(0.0);
+        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &deployed.version)]).set(1.0);
+        tracing::info!(
+            component = name,
+            version = &*deployed.version,
+            previous = &*old.version,
+            actor,
+            "canary promoted"
+        );
+        Ok(DeployReport {
+            name: name.to_owned(),
+            version: deployed.version.to_string(),
+            previous: Some(old.version.to_string()),
+            compile_ms: deployed.compile_ms,
+            previous_figures: Some(old.stats.snapshot()),
+        })
+    }
+
+    /// Removes the canary of `name`: the stable version serves everything.
+    pub async fn drop_canary(&self, name: &str) -> Result<String, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let serving = self.registry.serving(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        let canary = serving.canary.ok_or_else(|| DeployError::NoCanary(name.to_owned()))?;
+        self.registry.drop_canary(name);
+        let version = canary.deployed.version.to_string();
+        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &version)]).set(0.0);
+        Ok(version)
+    }
+
+    /// The figures of `name`'s stable version and of its canary, if any.
+    pub fn figures(&self, name: &str) -> Option<VersionFigures> {
+        let serving = self.registry.serving(name)?;
+        Some(VersionFigures {
+            stable: (serving.stable.version.to_string(), serving.stable.stats.snapshot()),
+            canary: serving.canary.map(|c| (c.deployed.version.to_string(), c.deployed.stats.snapshot(), c.weight)),
+        })
     }
 
     async fn audit_attempt(

@@ -8,7 +8,7 @@ use wasmtime::Store;
 
 use super::Runtime;
 use super::admit::Rejection;
-use super::invoke::{Call, InvokeError, settle};
+use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Outcome, OutcomeRecord};
 use super::registry::Prepared;
 use super::state::InvocationState;
@@ -67,7 +67,8 @@ impl Runtime {
         request_id: Arc<str>,
         request: HandlerRequest,
     ) -> Result<Invocation, InvokeError> {
-        let deployed = self.lookup(component)?;
+        let key = request.headers.iter().find(|(name, _)| name == IDEMPOTENCY_KEY).map(|(_, value)| value.as_str());
+        let (deployed, canary) = self.lookup(component, key)?;
         let Prepared::Handler(pre) = &deployed.pre else { return Err(deployed.wrong_world(World::Handler)) };
         let started = Instant::now();
         let admitted = match self.admit(&deployed, &request_id, started).await {
@@ -108,7 +109,7 @@ impl Runtime {
             Ok(()) => (outcome, response),
             Err(()) => (Outcome::Error, None),
         };
-        admitted.settle(!outcome.is_fault());
+        admitted.settle(canary || !outcome.is_fault());
         let status = response.as_ref().map(|r| r.status);
         let record = deployed.finish(&request_id, outcome, started, execution.cost, status);
         Ok(Invocation { response, record, rejection: None })

@@ -25,6 +25,9 @@ use crate::db::UnitOfWork;
 /// `RUST_LOG=info,invocation=debug` turns the lines on.
 pub const INVOCATION_TARGET: &str = "invocation";
 
+/// The header that keeps a client's retries on one version during a rollout.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("no component named {0:?} is loaded")]
@@ -96,9 +99,11 @@ impl Sandbox {
 }
 
 impl Runtime {
-    /// The loaded component named `component`.
-    pub(crate) fn lookup(&self, component: &str) -> Result<Arc<Deployed>, InvokeError> {
-        self.registry.get(component).ok_or_else(|| InvokeError::UnknownComponent(component.to_owned()))
+    /// The version of `component` this call runs on: during a rollout the
+    /// canary or the stable one, the same for the same `key`; and whether it
+    /// is the canary, whose faults the rollout judges, not the breaker.
+    pub(crate) fn lookup(&self, component: &str, key: Option<&str>) -> Result<(Arc<Deployed>, bool), InvokeError> {
+        self.registry.route(component, key).ok_or_else(|| InvokeError::UnknownComponent(component.to_owned()))
     }
 
     /// A store for one call of `deployed`, its deadline counted from now.

@@ -13,6 +13,7 @@ mod admit;
 mod connector;
 mod deploy;
 pub mod engine;
+mod figures;
 mod handler;
 mod invoke;
 mod outbound;
@@ -38,12 +39,13 @@ use crate::telemetry::metrics::Metrics;
 
 pub use admit::Rejection;
 pub use connector::{Delivery, DeliveryAttempt, Envelope};
-pub use deploy::{ComponentDetails, DeployError, DeployReport};
+pub use deploy::{ComponentDetails, DeployError, DeployReport, VersionFigures};
+pub use figures::{Figures, VersionStats};
 pub use handler::{HandlerRequest, HandlerResponse, Invocation};
-pub use invoke::{INVOCATION_TARGET, InvokeError};
+pub use invoke::{IDEMPOTENCY_KEY, INVOCATION_TARGET, InvokeError};
 pub use outcome::{Outcome, OutcomeRecord};
 pub use proxy::{ProxyBody, ProxyBodyError, ProxyReply, RequestBodyError};
-pub use registry::{ComponentInfo, PrepareError, Registry};
+pub use registry::{CanaryInfo, ComponentInfo, PrepareError, Registry};
 
 /// A snapshot of the pooling allocator, for gauges.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +221,7 @@ impl Runtime {
                 compile_ms = deployed.compile_ms,
                 "component loaded"
             );
+            self.metrics.sole_version(&deployed.context.name, &deployed.version);
             self.registry.insert(deployed);
         }
         Ok(())

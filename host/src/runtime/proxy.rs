@@ -29,7 +29,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::Runtime;
 use super::admit::Rejection;
-use super::invoke::{Call, InvokeError, settle};
+use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
 use super::registry::Prepared;
 use super::state::InvocationState;
@@ -140,7 +140,8 @@ impl Runtime {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<RequestBodyError>,
     {
-        let deployed = self.lookup(component)?;
+        let key = request.headers().get(IDEMPOTENCY_KEY).and_then(|value| value.to_str().ok());
+        let (deployed, canary) = self.lookup(component, key)?;
         let Prepared::Proxy(pre) = &deployed.pre else { return Err(deployed.wrong_world(World::WasiHttp)) };
         let pre = pre.clone();
         let started = Instant::now();
@@ -204,7 +205,7 @@ impl Runtime {
                 };
                 // Proxy components hold no Switchyard state; nothing to commit.
                 let _ = settle(execution.unit_of_work, false, name, &request_id).await;
-                admitted.settle(!outcome.is_fault());
+                admitted.settle(canary || !outcome.is_fault());
                 let status = (status != 0).then_some(status);
                 deployed.finish(&request_id, outcome, started, execution.cost, status)
             }

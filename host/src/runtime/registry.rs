@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::figures::VersionStats;
 use super::outcome::Outcome;
 use super::state::InvocationState;
 use super::store::{Budget, new_store};
@@ -45,8 +46,8 @@ pub struct Deployed {
     pub(crate) compile_ms: u64,
     /// Cached metric handles of this version.
     pub(crate) metrics: ComponentMetrics,
-    /// Invocations of this version by outcome.
-    counts: [AtomicU64; Outcome::ALL.len()],
+    /// What this version has done: rollouts judge it by these.
+    pub(crate) stats: VersionStats,
     /// Index + 1 into `Outcome::ALL` of the latest outcome; 0 for none.
     last_outcome: AtomicU8,
 }
@@ -55,7 +56,7 @@ impl Deployed {
     /// Counts an outcome and publishes its costs.
     pub(crate) fn count(&self, outcome: Outcome, latency: Duration, fuel: u64, memory_peak: usize) {
         let i = outcome.index();
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.stats.record(outcome, latency, fuel, memory_peak);
         self.last_outcome.store(i as u8 + 1, Ordering::Relaxed);
         self.metrics.record(i, outcome != Outcome::Rejected, latency, fuel, memory_peak);
     }
@@ -64,6 +65,56 @@ impl Deployed {
     fn last_outcome(&self) -> Option<Outcome> {
         let i = self.last_outcome.load(Ordering::Relaxed);
         Outcome::ALL.get(usize::from(i).checked_sub(1)?).copied()
+    }
+
+    /// Invocations of this version by outcome.
+    fn invocations(&self) -> BTreeMap<&'static str, u64> {
+        Outcome::ALL.iter().map(|outcome| (outcome.as_str(), self.stats.outcome_count(*outcome))).collect()
+    }
+}
+
+/// A component's versions in service: the stable one, and beside it, while
+/// a rollout runs, a canary that gets a share of the invocations.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    pub stable: Arc<Deployed>,
+    pub canary: Option<Canary>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Canary {
+    pub deployed: Arc<Deployed>,
+    /// Share of invocations (1–99 %) it gets.
+    pub weight: u8,
+    /// Its bytes, stored as a deployment when it is promoted.
+    pub bytes: Bytes,
+}
+
+impl Serving {
+    /// The version an invocation goes to: the canary for `weight` % of them,
+    /// and always the same one for the same key.
+    fn pick(&self, key: Option<&str>) -> &Arc<Deployed> {
+        match &self.canary {
+            Some(canary) if share_bucket(key) < canary.weight => &canary.deployed,
+            _ => &self.stable,
+        }
+    }
+}
+
+/// 0–99: where an invocation falls in a split. A key always falls in the
+/// same place, so a retry with the same `Idempotency-Key` (or message id)
+/// meets the same version, and as the canary's share grows, keys only move
+/// to it, never back. Without a key, a random place.
+pub(crate) fn share_bucket(key: Option<&str>) -> u8 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    match key {
+        Some(key) => {
+            // SipHash with fixed keys: the same bucket in every process.
+            let mut hasher = DefaultHasher::new();
+            key.hash(&mut hasher);
+            (hasher.finish() % 100) as u8
+        }
+        None => fastrand::u8(0..100),
     }
 }
 
@@ -102,25 +153,91 @@ pub struct ComponentInfo {
     /// Invocations of the active version by outcome.
     pub invocations: BTreeMap<&'static str, u64>,
     pub last_outcome: Option<&'static str>,
+    /// The version serving a share beside it while a rollout runs.
+    pub canary: Option<CanaryInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CanaryInfo {
+    pub version: String,
+    /// Its share of invocations, in %.
+    pub weight: u8,
+    pub invocations: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default)]
 pub struct Registry {
-    components: ArcSwap<HashMap<String, Arc<Deployed>>>,
+    components: ArcSwap<HashMap<String, Serving>>,
 }
 
 impl Registry {
+    /// The stable version of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.components.load().get(name).map(|serving| serving.stable.clone())
+    }
+
+    /// The version one invocation of `name` runs on (see [`share_bucket`]),
+    /// and whether it is the canary.
+    pub(crate) fn route(&self, name: &str, key: Option<&str>) -> Option<(Arc<Deployed>, bool)> {
+        self.components.load().get(name).map(|serving| {
+            let picked = serving.pick(key);
+            (picked.clone(), !Arc::ptr_eq(picked, &serving.stable))
+        })
+    }
+
+    pub(crate) fn serving(&self, name: &str) -> Option<Serving> {
         self.components.load().get(name).cloned()
     }
 
+    /// Makes `deployed` the only version of its component.
     pub(crate) fn insert(&self, deployed: Deployed) {
-        let deployed = Arc::new(deployed);
+        self.set_stable(Arc::new(deployed));
+    }
+
+    /// Makes `stable` the only version of its component (a promoted canary).
+    pub(crate) fn set_stable(&self, stable: Arc<Deployed>) {
+        self.update(&stable.context.name.clone(), |_| Some(Serving { stable: stable.clone(), canary: None }));
+    }
+
+    /// Puts a canary beside the stable version; false if `name` is not loaded.
+    pub(crate) fn set_canary(&self, name: &str, canary: Canary) -> bool {
+        self.update(name, |serving| Some(Serving { stable: serving?.stable.clone(), canary: Some(canary.clone()) }))
+    }
+
+    /// Changes the canary's share; false without a canary.
+    pub(crate) fn set_weight(&self, name: &str, weight: u8) -> bool {
+        self.update(name, |serving| {
+            let serving = serving?;
+            let canary = serving.canary.as_ref()?;
+            Some(Serving { stable: serving.stable.clone(), canary: Some(Canary { weight, ..canary.clone() }) })
+        })
+    }
+
+    /// Removes the canary; the stable version serves everything again.
+    pub(crate) fn drop_canary(&self, name: &str) -> bool {
+        self.update(name, |serving| {
+            let serving = serving?;
+            serving.canary.as_ref()?;
+            Some(Serving { stable: serving.stable.clone(), canary: None })
+        })
+    }
+
+    /// Applies `change` to `name`'s entry in one atomic step; false (and no
+    /// change) when it returns `None`.
+    fn update(&self, name: &str, change: impl Fn(Option<&Serving>) -> Option<Serving>) -> bool {
+        let mut changed = false;
         self.components.rcu(|current| {
             let mut next = HashMap::clone(current);
-            next.insert(deployed.context.name.to_string(), deployed.clone());
+            changed = match change(current.get(name)) {
+                Some(serving) => {
+                    next.insert(name.to_owned(), serving);
+                    true
+                }
+                None => false,
+            };
             next
         });
+        changed
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -132,17 +249,18 @@ impl Registry {
             .components
             .load()
             .values()
-            .map(|d| ComponentInfo {
+            .map(|Serving { stable: d, canary }| ComponentInfo {
                 name: d.context.name.to_string(),
                 world: d.pre.world().as_str(),
                 version: d.version.to_string(),
                 digest: d.digest.clone(),
-                invocations: Outcome::ALL
-                    .iter()
-                    .zip(&d.counts)
-                    .map(|(outcome, n)| (outcome.as_str(), n.load(Ordering::Relaxed)))
-                    .collect(),
+                invocations: d.invocations(),
                 last_outcome: d.last_outcome().map(Outcome::as_str),
+                canary: canary.as_ref().map(|c| CanaryInfo {
+                    version: c.deployed.version.to_string(),
+                    weight: c.weight,
+                    invocations: c.deployed.invocations(),
+                }),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -254,7 +372,7 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         limits: source.limits,
         pre,
         compile_ms,
-        counts: Default::default(),
+        stats: VersionStats::default(),
         last_outcome: AtomicU8::new(0),
     };
     smoke_instantiate(engine, db, fuel_metering, &deployed)

@@ -7,7 +7,7 @@
 //! development.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -22,6 +22,7 @@ use super::AppState;
 use crate::db::audit::AuditEntry;
 use crate::db::outbox::Status;
 use crate::error::AppError;
+use crate::rollout::RolloutError;
 use crate::runtime::{DeployError, PrepareError};
 
 /// Names the person or system behind an admin call, for the audit log.
@@ -73,6 +74,9 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router<AppState> {
         .route("/admin/components", get(list_components))
         .route("/admin/components/{name}", get(component).put(deploy).layer(DefaultBodyLimit::max(max_upload_bytes)))
         .route("/admin/components/{name}/rollback", post(rollback))
+        .route("/admin/components/{name}/rollout", get(rollout_status))
+        .route("/admin/components/{name}/rollout/promote", post(promote))
+        .route("/admin/components/{name}/rollout/abort", post(abort))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -155,26 +159,53 @@ async fn list_components(State(state): State<AppState>) -> Json<Value> {
 /// history and the stored versions it can roll back to.
 async fn component(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, AppError> {
     match state.runtime.component_details(&name).await.map_err(anyhow::Error::from)? {
-        Some(details) => Ok(Json(json!(details))),
+        Some(details) => {
+            let mut body = json!(details);
+            body["rollout"] = json!(state.rollouts.status(&name).await);
+            Ok(Json(body))
+        }
         None => Err(AppError::NotFound(format!("no component named {name}"))),
     }
 }
 
-/// Uploads a new version: body = the component's bytes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployQuery {
+    /// The new version's first share (%) as a canary; none deploys at once.
+    canary: Option<String>,
+}
+
+/// `?canary=P`: an integer share from 1 to 99.
+fn canary_share(query: Result<Query<DeployQuery>, QueryRejection>) -> Result<Option<u8>, AppError> {
+    let Query(query) = query.map_err(|rejection| AppError::BadRequest(rejection.body_text()))?;
+    match query.canary.as_deref() {
+        None => Ok(None),
+        Some(text) => match text.parse::<u8>() {
+            Ok(share @ 1..=99) => Ok(Some(share)),
+            _ => Err(AppError::BadRequest(format!(
+                "canary must be an integer from 1 to 99 (the new version's first share in %), not {text:?}"
+            ))),
+        },
+    }
+}
+
+/// Uploads a new version: body = the component's bytes; `?canary=P` starts
+/// a canary rollout with P % of the invocations.
 async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    query: Result<Query<DeployQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
     let actor = actor(&headers);
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            let err = match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.max_upload_bytes },
-                _ => AppError::BadRequest(rejection.body_text()),
-            };
+    let upload = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: state.max_upload_bytes },
+        _ => AppError::BadRequest(rejection.body_text()),
+    });
+    let (canary, bytes) = match (canary_share(query), upload) {
+        (Ok(canary), Ok(bytes)) => (canary, bytes),
+        (Err(err), _) | (_, Err(err)) => {
             let entry = AuditEntry {
                 actor,
                 action: "deploy".into(),
@@ -189,8 +220,46 @@ async fn deploy(
             return Err(err);
         }
     };
-    let report = state.runtime.deploy(&name, bytes, &actor).await.map_err(deploy_error)?;
+    let report = state.rollouts.deploy(&name, bytes, &actor, canary).await.map_err(rollout_error)?;
     Ok(Json(json!(report)))
+}
+
+/// The running (or last) rollout of a component.
+async fn rollout_status(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, AppError> {
+    if !state.runtime.registry().contains(&name) {
+        return Err(AppError::NotFound(format!("no component named {name}")));
+    }
+    Ok(Json(json!({ "rollout": state.rollouts.status(&name).await })))
+}
+
+/// Promotes the running canary now.
+async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let status = state.rollouts.promote(&name, &actor(&headers)).await.map_err(rollout_error)?;
+    Ok(Json(json!({ "rollout": status })))
+}
+
+/// Aborts the running canary: the stable version serves everything.
+async fn abort(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let status = state.rollouts.abort(&name, &actor(&headers)).await.map_err(rollout_error)?;
+    Ok(Json(json!({ "rollout": status })))
+}
+
+fn rollout_error(err: RolloutError) -> AppError {
+    match err {
+        RolloutError::Deploy(err) => deploy_error(err),
+        RolloutError::Running { ref status, .. } => {
+            AppError::RolloutConflict { message: err.to_string(), rollout: Some(json!(status)) }
+        }
+        RolloutError::NotRunning(_) => AppError::RolloutConflict { message: err.to_string(), rollout: None },
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,7 +276,7 @@ async fn rollback(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     let report =
-        state.runtime.rollback(&name, query.version.as_deref(), &actor(&headers)).await.map_err(deploy_error)?;
+        state.rollouts.rollback(&name, query.version.as_deref(), &actor(&headers)).await.map_err(rollout_error)?;
     Ok(Json(json!(report)))
 }
 
@@ -215,7 +284,9 @@ async fn rollback(
 fn deploy_error(err: DeployError) -> AppError {
     match err {
         DeployError::UnknownComponent(_) | DeployError::UnknownVersion { .. } => AppError::NotFound(err.to_string()),
-        DeployError::NoPrevious(_) => AppError::Conflict(err.to_string()),
+        DeployError::NoPrevious(_) | DeployError::SameVersion { .. } | DeployError::NoCanary(_) => {
+            AppError::Conflict(err.to_string())
+        }
         DeployError::Rejected(PrepareError::NotWasm | PrepareError::CoreModule) => {
             AppError::BadRequest(err.to_string())
         }

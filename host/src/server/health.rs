@@ -49,6 +49,7 @@ async fn summary(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
     let database = state.db.ping().await;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let rollouts = state.rollouts.states().await;
     let components: Vec<Value> = state
         .runtime
         .registry()
@@ -56,12 +57,15 @@ async fn summary(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         .into_iter()
         .map(|c| {
             let breaker = state.runtime.breaker(&c.name).map(|b| b.state().as_str());
+            let rollout = rollouts.get(&c.name).map(|(state, weight)| json!({ "state": state, "weight": weight }));
             json!({
                 "name": c.name,
                 "world": c.world,
                 "version": c.version,
                 "breaker": breaker,
                 "last_outcome": c.last_outcome,
+                "canary": c.canary.as_ref().map(|canary| json!({ "version": canary.version, "weight": canary.weight })),
+                "rollout": rollout,
             })
         })
         .collect();

@@ -23,6 +23,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::AppError;
+use crate::rollout::Rollouts;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
 
@@ -34,6 +35,8 @@ pub use request_id::RequestId;
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<Runtime>,
+    /// Canary rollouts and the watch after plain deploys.
+    pub rollouts: Arc<Rollouts>,
     pub db: Database,
     /// The time breakers, backoff and leases read.
     pub clock: SharedClock,

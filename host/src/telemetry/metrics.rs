@@ -42,6 +42,8 @@ pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 pub const READY: &str = "switchyard_ready";
 pub const BUILD_INFO: &str = "switchyard_build_info";
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
+pub const ROLLOUT_WEIGHT: &str = "component_rollout_weight";
+pub const ROLLOUT_DECISIONS: &str = "component_rollout_decisions_total";
 pub const SERIES_DROPPED: &str = "component_metric_series_dropped_total";
 pub const POOL_COMPONENT_INSTANCES: &str = "wasmtime_pool_component_instances";
 pub const POOL_MEMORIES: &str = "wasmtime_pool_memories";
@@ -57,6 +59,8 @@ pub const APP_PREFIX: &str = "app_";
 pub const OUTCOMES: [&str; 6] = ["ok", "error", "trap", "fuel_exhausted", "timeout", "rejected"];
 pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "skipped_open_breaker"];
 pub const DEPLOY_RESULTS: [&str; 3] = ["accepted", "rejected", "rollback"];
+/// Why a rollout rolls a version back; `rollout::judge::Reason` names itself by position here.
+pub const ROLLBACK_REASONS: [&str; 4] = ["error_rate", "fuel", "memory", "p99"];
 /// Why a request was refused before reaching its component.
 pub const ADMISSION_REASONS: [&str; 5] = ["queue_full", "queue_timeout", "breaker_open", "rate_limited", "unknown_key"];
 
@@ -218,6 +222,17 @@ impl Metrics {
         }
     }
 
+    /// A version serving all of a component's invocations, and zeroed
+    /// rollback series, so the rollout panels and alert see a series
+    /// before the first rollout.
+    pub fn sole_version(&self, component: &str, version: &str) {
+        self.gauge(ROLLOUT_WEIGHT, &[("component", component), ("version", version)]).set(100.0);
+        for reason in ROLLBACK_REASONS {
+            let labels = [("component", component), ("decision", "rollback"), ("reason", reason)];
+            self.counter(ROLLOUT_DECISIONS, &labels).increment(0);
+        }
+    }
+
     /// Zeroed series for a connector's statuses and delivery outcomes.
     pub fn connector(&self, connector: &str) {
         for status in Status::ALL {
@@ -300,6 +315,11 @@ fn describe() {
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served.");
     describe_counter!(INVOCATIONS, "Component invocations by version and outcome.");
     describe_counter!(LOG_LINES_DROPPED, "Log lines dropped because the output could not keep up.");
+    describe_gauge!(ROLLOUT_WEIGHT, "Share (%) of a component's invocations each version gets during a rollout.");
+    describe_counter!(
+        ROLLOUT_DECISIONS,
+        "Rollout decisions by decision (advance, promote, rollback, abort) and reason."
+    );
     describe_histogram!(INVOCATION_DURATION, "Component invocation latency (instantiate and call), in seconds.");
     describe_counter!(FUEL_CONSUMED, "Fuel consumed by a component's invocations.");
     describe_histogram!(FUEL_PER_INVOCATION, "Fuel consumed per invocation.");

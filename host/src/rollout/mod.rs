@@ -1,0 +1,521 @@
+//! Progressive delivery: canary deploys that the meters promote or roll
+//! back by themselves, and a watch after every plain deploy.
+//!
+//! A canary deploy puts the new version beside the stable one with a share
+//! of the invocations (sticky per `Idempotency-Key` or message id; see
+//! `runtime::registry`). Each step of `[components.NAME.rollout] steps`
+//! lasts `step_ms` on the injected clock; at its end the two versions'
+//! figures over that step are judged ([`judge`]): a pass moves to the next
+//! share, and passing the step before 100 % promotes the canary. A failure
+//! rolls it back at once, at any tick, not only at a step's end. A step with
+//! too few invocations is extended up to `max_extensions` times, then the
+//! rollout is aborted as inconclusive. After a deploy without a canary the
+//! new version is watched for `watch_ms`, judged against the previous
+//! version's figures, and rolled back to it if it is worse.
+//!
+//! Every decision is an audit row with the figures that decided it, a
+//! `component_rollout_decisions_total` increment and a log line. A rollout
+//! does not survive a restart: a canary is recorded as deployed only when it
+//! is promoted, so a restarted host serves the stable version, and
+//! [`Rollouts::recover`] writes the unfinished rollout's `abort` (reason
+//! `restart`) to the audit log.
+
+pub mod judge;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use serde::Serialize;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, RolloutConfig};
+use crate::db::Database;
+use crate::db::audit::AuditEntry;
+use crate::runtime::{DeployError, DeployReport, Figures, Runtime};
+use crate::telemetry::metrics::{Metrics, ROLLOUT_DECISIONS, ROLLOUT_WEIGHT};
+use judge::{Verdict, judge};
+
+/// How often running rollouts are looked at.
+pub const TICK: Duration = Duration::from_millis(250);
+/// The actor of decisions the controller takes itself.
+const CONTROLLER: &str = "rollout";
+
+/// What a rollout is doing, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A canary serves its share beside the stable version.
+    Canary,
+    /// A plain deploy's new version is watched against the previous one.
+    Watching,
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+impl State {
+    fn running(self) -> bool {
+        matches!(self, State::Canary | State::Watching)
+    }
+}
+
+/// A decision and why; the labels of `component_rollout_decisions_total`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// advance | promote | rollback | abort
+    pub decision: &'static str,
+    /// passed | error_rate | fuel | memory | p99 | inconclusive | manual |
+    /// superseded | restart | watch_passed | watch_inconclusive
+    pub reason: &'static str,
+    /// The figures that decided it, as a person reads them.
+    pub detail: String,
+    /// When, in milliseconds on the host's clock.
+    pub at: i64,
+}
+
+/// A rollout as `GET /admin/components/{name}` and `/health` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutStatus {
+    pub state: State,
+    /// The version being rolled out.
+    pub version: String,
+    /// The version it is judged against (the stable one, or the previous).
+    pub stable: String,
+    /// The new version's share of invocations, in %.
+    pub weight: u8,
+    /// Canary steps (shares in %) and the one running, from 1.
+    pub steps: Vec<u8>,
+    pub step: usize,
+    /// Figures of the current step (or watch) so far.
+    pub figures: StepFigures,
+    pub last_decision: Option<Decision>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepFigures {
+    pub stable: String,
+    pub canary: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("a rollout of {component} is running")]
+    Running { component: String, status: Box<RolloutStatus> },
+    #[error("no rollout of {0} is running")]
+    NotRunning(String),
+}
+
+struct Rollout {
+    status: RolloutStatus,
+    /// A watch judges against these (the previous version's life); a canary
+    /// step against the stable version's figures since the step began.
+    baseline: Figures,
+    /// The new version's figures when the step (or watch) began.
+    start: Figures,
+    step_started_at: i64,
+    extensions: u32,
+    config: RolloutConfig,
+}
+
+/// Every component's rollout: the running ones and how the last one ended.
+pub struct Rollouts {
+    runtime: Arc<Runtime>,
+    db: Database,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    configs: HashMap<String, RolloutConfig>,
+    /// One async lock: a tick, a deploy and a manual decision never
+    /// interleave for the same component.
+    rollouts: tokio::sync::Mutex<HashMap<String, Rollout>>,
+}
+
+impl Rollouts {
+    pub fn new(config: &Config, runtime: Arc<Runtime>, db: Database, clock: SharedClock) -> Rollouts {
+        let configs = config.components.iter().map(|(name, c)| (name.clone(), c.rollout.clone())).collect();
+        let metrics = runtime.metrics().clone();
+        Rollouts { runtime, db, clock, metrics, configs, rollouts: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Deploys `bytes` as `name`: as a canary with `canary` % of the
+    /// invocations, or at once (then watched). A plain deploy during a
+    /// rollout aborts it first; a canary during one is refused.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        actor: &str,
+        canary: Option<u8>,
+    ) -> Result<DeployReport, RolloutError> {
+        let mut rollouts = self.rollouts.lock().await;
+        if let Some(weight) = canary {
+            if let Some(running) = rollouts.get(name).filter(|r| r.status.state.running()) {
+                return Err(RolloutError::Running {
+                    component: name.to_owned(),
+                    status: Box::new(running.status.clone()),
+                });
+            }
+            let report = self.runtime.deploy_canary(name, bytes, actor, weight).await?;
+            let config = self.config(name);
+            let steps: Vec<u8> =
+                std::iter::once(weight).chain(config.steps.iter().copied().filter(|s| *s > weight)).collect();
+            let stable = report.previous.clone().unwrap_or_default();
+            let rollout = self.begin(name, State::Canary, &report.version, &stable, weight, steps, config);
+            self.weights(name, &rollout.status);
+            rollouts.insert(name.to_owned(), rollout);
+            return Ok(report);
+        }
+        self.supersede(&mut rollouts, name, actor).await;
+        let report = self.runtime.deploy(name, bytes, actor).await?;
+        let config = self.config(name);
+        if let (Some(previous), Some(baseline)) = (&report.previous, &report.previous_figures)
+            && config.watch_ms > 0
+            && *previous != report.version
+        {
+            let mut rollout = self.begin(name, State::Watching, &report.version, previous, 100, vec![100], config);
+            rollout.baseline = baseline.clone();
+            rollouts.insert(name.to_owned(), rollout);
+        }
+        Ok(report)
+    }
+
+    /// Rolls `name` back (see `Runtime::rollback`), aborting a running
+    /// rollout first.
+    pub async fn rollback(&self, name: &str, version: Option<&str>, actor: &str) -> Result<DeployReport, RolloutError> {
+        let mut rollouts = self.rollouts.lock().await;
+        self.supersede(&mut rollouts, name, actor).await;
+        Ok(self.runtime.rollback(name, version, actor).await?)
+    }
+
+    /// Promotes the running canary now (or ends a watch, keeping the new version).
+    pub async fn promote(&self, name: &str, actor: &str) -> Result<RolloutStatus, RolloutError> {
+        let mut rollouts = self.rollouts.lock().await;
+        let rollout = running(&mut rollouts, name)?;
+        if rollout.status.state == State::Canary {
+            self.runtime.promote_canary(name, actor).await?;
+        }
+        self.decide(name, rollout, State::Promoted, "promote", "manual", actor).await;
+        Ok(rollout.status.clone())
+    }
+
+    /// Aborts the running canary (the stable version serves everything), or
+    /// ends a watch and keeps the new version.
+    pub async fn abort(&self, name: &str, actor: &str) -> Result<RolloutStatus, RolloutError> {
+        let mut rollouts = self.rollouts.lock().await;
+        let rollout = running(&mut rollouts, name)?;
+        if rollout.status.state == State::Canary {
+            self.runtime.drop_canary(name).await?;
+        }
+        self.decide(name, rollout, State::Aborted, "abort", "manual", actor).await;
+        Ok(rollout.status.clone())
+    }
+
+    /// The running or last rollout of `name`, with its current figures.
+    pub async fn status(&self, name: &str) -> Option<RolloutStatus> {
+        let mut rollouts = self.rollouts.lock().await;
+        let rollout = rollouts.get_mut(name)?;
+        if rollout.status.state.running()
+            && let Some((stable, canary)) = self.windows(name, rollout)
+        {
+            rollout.status.figures = StepFigures { stable: stable.summary(), canary: canary.summary() };
+        }
+        Some(rollout.status.clone())
+    }
+
+    /// Every component's rollout state, for `/health`.
+    pub async fn states(&self) -> HashMap<String, (State, u8)> {
+        let rollouts = self.rollouts.lock().await;
+        rollouts.iter().map(|(name, r)| (name.clone(), (r.status.state, r.status.weight))).collect()
+    }
+
+    /// Looks at every running rollout once: rolls back a failing version,
+    /// and at a step's end advances, promotes, extends or aborts.
+    pub async fn tick(&self) {
+        let now = self.clock.now_millis();
+        let mut rollouts = self.rollouts.lock().await;
+        for (name, rollout) in rollouts.iter_mut().filter(|(_, r)| r.status.state.running()) {
+            let Some((stable, candidate)) = self.windows(name, rollout) else {
+                self.decide(name, rollout, State::Aborted, "abort", "superseded", CONTROLLER).await;
+                continue;
+            };
+            rollout.status.figures = StepFigures { stable: stable.summary(), canary: candidate.summary() };
+            let verdict = judge(&stable, &candidate, &rollout.config);
+            let step_over = now >= rollout.step_started_at + rollout.config.step_ms as i64;
+            match (rollout.status.state, verdict) {
+                (State::Canary, Verdict::Fail(reason)) => {
+                    if let Err(err) = self.runtime.drop_canary(name).await {
+                        tracing::error!(component = name, error = %err, "cannot roll the canary back");
+                        continue;
+                    }
+                    self.decide(name, rollout, State::RolledBack, "rollback", reason.as_str(), CONTROLLER).await;
+                }
+                (State::Watching, Verdict::Fail(reason)) => {
+                    let previous = rollout.status.stable.clone();
+                    if let Err(err) = self.runtime.rollback(name, Some(&previous), CONTROLLER).await {
+                        tracing::error!(component = name, error = %err, "cannot roll back to the previous version");
+                        continue;
+                    }
+                    // Its faults opened the breaker, if anything did; the
+                    // version that serves now has not failed.
+                    if let Some(breaker) = self.runtime.breaker(name) {
+                        breaker.reset();
+                    }
+                    self.decide(name, rollout, State::RolledBack, "rollback", reason.as_str(), CONTROLLER).await;
+                }
+                (_, _) if !step_over => {}
+                (State::Watching, verdict) => {
+                    let reason = if verdict == Verdict::Pass { "watch_passed" } else { "watch_inconclusive" };
+                    self.decide(name, rollout, State::Promoted, "promote", reason, CONTROLLER).await;
+                }
+                (_, Verdict::Pass) => self.advance(name, rollout, now).await,
+                (_, _) if rollout.extensions < rollout.config.max_extensions => {
+                    rollout.extensions += 1;
+                    rollout.step_started_at = now;
+                    tracing::info!(
+                        component = name,
+                        step = rollout.status.step,
+                        extensions = rollout.extensions,
+                        "rollout step extended: too few invocations"
+                    );
+                }
+                (_, _) => {
+                    if let Err(err) = self.runtime.drop_canary(name).await {
+                        tracing::error!(component = name, error = %err, "cannot abort the canary");
+                        continue;
+                    }
+                    self.decide(name, rollout, State::Aborted, "abort", "inconclusive", CONTROLLER).await;
+                }
+            }
+        }
+    }
+
+    /// Ticks every [`TICK`] until the task is aborted.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let rollouts = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            loop {
+                interval.tick().await;
+                rollouts.tick().await;
+            }
+        })
+    }
+
+    /// Audits the abort of rollouts a previous run left unfinished: their
+    /// canaries were never recorded as deployed, so the stable versions
+    /// serve.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let rows = self.db.audit_rows().await?;
+        let mut last: HashMap<String, &AuditEntry> = HashMap::new();
+        for row in rows.iter().filter(|row| matches!(row.entry.action.as_str(), "canary" | "rollout")) {
+            if let Some(component) = &row.entry.component {
+                last.insert(component.clone(), &row.entry);
+            }
+        }
+        for (component, entry) in last {
+            let started = entry.action == "canary" && entry.result == "accepted";
+            if started || (entry.action == "rollout" && entry.result == "advance") {
+                tracing::warn!(
+                    component,
+                    version = entry.version,
+                    "a rollout was cut off by a restart; the stable version serves"
+                );
+                self.metrics
+                    .counter(
+                        ROLLOUT_DECISIONS,
+                        &[("component", &component), ("decision", "abort"), ("reason", "restart")],
+                    )
+                    .increment(1);
+                self.audit(
+                    &component,
+                    entry.version.clone(),
+                    "abort",
+                    "restart: the stable version serves".to_owned(),
+                    CONTROLLER,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self, name: &str) -> RolloutConfig {
+        self.configs.get(name).cloned().unwrap_or_default()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &self,
+        name: &str,
+        state: State,
+        version: &str,
+        stable: &str,
+        weight: u8,
+        steps: Vec<u8>,
+        config: RolloutConfig,
+    ) -> Rollout {
+        let now = self.clock.now_millis();
+        let figures = self.runtime.figures(name);
+        let (baseline, start) = match &figures {
+            Some(f) => (f.stable.1.clone(), f.canary.as_ref().map(|c| c.1.clone()).unwrap_or_default()),
+            None => Default::default(),
+        };
+        // A watched version is the stable one now; it starts from nothing.
+        let start = if state == State::Watching { Figures::default() } else { start };
+        let status = RolloutStatus {
+            state,
+            version: version.to_owned(),
+            stable: stable.to_owned(),
+            weight,
+            steps,
+            step: 1,
+            figures: StepFigures { stable: String::new(), canary: String::new() },
+            last_decision: None,
+        };
+        Rollout { status, baseline, start, step_started_at: now, extensions: 0, config }
+    }
+
+    /// The two versions' figures over the current step (or watch); `None`
+    /// when the versions in service are no longer the rollout's.
+    fn windows(&self, name: &str, rollout: &Rollout) -> Option<(Figures, Figures)> {
+        let figures = self.runtime.figures(name)?;
+        match rollout.status.state {
+            State::Canary => {
+                let (version, canary, _) = figures.canary?;
+                (version == rollout.status.version)
+                    .then(|| (figures.stable.1.since(&rollout.baseline), canary.since(&rollout.start)))
+            }
+            _ => (figures.stable.0 == rollout.status.version)
+                .then(|| (rollout.baseline.clone(), figures.stable.1.since(&rollout.start))),
+        }
+    }
+
+    /// The next step, or promotion after the step before 100 %.
+    async fn advance(&self, name: &str, rollout: &mut Rollout, now: i64) {
+        let next = rollout.status.steps.get(rollout.status.step).copied().unwrap_or(100);
+        if next >= 100 {
+            if let Err(err) = self.runtime.promote_canary(name, CONTROLLER).await {
+                tracing::error!(component = name, error = %err, "cannot promote the canary");
+                return;
+            }
+            self.decide(name, rollout, State::Promoted, "promote", "passed", CONTROLLER).await;
+            return;
+        }
+        if let Err(err) = self.runtime.set_canary_weight(name, next) {
+            tracing::error!(component = name, error = %err, "cannot change the canary's share");
+            return;
+        }
+        self.decide(name, rollout, State::Canary, "advance", "passed", CONTROLLER).await;
+        rollout.status.weight = next;
+        rollout.status.step += 1;
+        rollout.step_started_at = now;
+        rollout.extensions = 0;
+        if let Some(figures) = self.runtime.figures(name) {
+            rollout.baseline = figures.stable.1;
+            rollout.start = figures.canary.map(|c| c.1).unwrap_or_default();
+        }
+        self.weights(name, &rollout.status);
+    }
+
+    /// Records a decision: the rollout's state, an audit row with the
+    /// figures, a metric and a log line.
+    async fn decide(
+        &self,
+        name: &str,
+        rollout: &mut Rollout,
+        state: State,
+        decision: &'static str,
+        reason: &'static str,
+        actor: &str,
+    ) {
+        let detail = match self.windows(name, rollout) {
+            Some((stable, candidate)) => {
+                format!(
+                    "step {} ({} %): new {}; stable {}",
+                    rollout.status.step,
+                    rollout.status.weight,
+                    candidate.summary(),
+                    stable.summary()
+                )
+            }
+            None => {
+                format!("step {} ({} %): {}", rollout.status.step, rollout.status.weight, rollout.status.figures.canary)
+            }
+        };
+        rollout.status.state = state;
+        if !state.running() {
+            rollout.status.weight = if state == State::Promoted { 100 } else { 0 };
+        }
+        self.metrics
+            .counter(ROLLOUT_DECISIONS, &[("component", name), ("decision", decision), ("reason", reason)])
+            .increment(1);
+        if matches!(decision, "rollback" | "abort") {
+            tracing::warn!(
+                component = name,
+                version = rollout.status.version,
+                decision,
+                reason,
+                detail,
+                actor,
+                "rollout decision"
+            );
+        } else {
+            tracing::info!(
+                component = name,
+                version = rollout.status.version,
+                decision,
+                reason,
+                detail,
+                actor,
+                "rollout decision"
+            );
+        }
+        self.audit(name, Some(rollout.status.version.clone()), decision, format!("{reason}: {detail}"), actor).await;
+        rollout.status.last_decision = Some(Decision { decision, reason, detail, at: self.clock.now_millis() });
+        self.weights(name, &rollout.status);
+    }
+
+    /// A running canary of `name` is aborted, because something replaces
+    /// it; a watch simply ends (the deploy that replaces it is audited).
+    async fn supersede(&self, rollouts: &mut HashMap<String, Rollout>, name: &str, actor: &str) {
+        let Some(rollout) = rollouts.get_mut(name).filter(|r| r.status.state.running()) else { return };
+        if rollout.status.state == State::Watching {
+            rollouts.remove(name);
+            return;
+        }
+        if let Err(err) = self.runtime.drop_canary(name).await {
+            tracing::error!(component = name, error = %err, "cannot drop the canary");
+        }
+        self.decide(name, rollout, State::Aborted, "abort", "superseded", actor).await;
+    }
+
+    /// `component_rollout_weight` of the two versions.
+    fn weights(&self, name: &str, status: &RolloutStatus) {
+        let weight = f64::from(status.weight);
+        self.metrics.gauge(ROLLOUT_WEIGHT, &[("component", name), ("version", &status.version)]).set(weight);
+        if status.stable != status.version {
+            self.metrics.gauge(ROLLOUT_WEIGHT, &[("component", name), ("version", &status.stable)]).set(100.0 - weight);
+        }
+    }
+
+    async fn audit(&self, component: &str, version: Option<String>, decision: &str, reason: String, actor: &str) {
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            action: "rollout".to_owned(),
+            component: Some(component.to_owned()),
+            version,
+            result: decision.to_owned(),
+            reason: Some(reason),
+        };
+        if let Err(err) = self.db.audit(&entry).await {
+            tracing::error!(error = %err, component, "cannot write the audit log");
+        }
+    }
+}
+
+fn running<'a>(rollouts: &'a mut HashMap<String, Rollout>, name: &str) -> Result<&'a mut Rollout, RolloutError> {
+    rollouts.get_mut(name).filter(|r| r.status.state.running()).ok_or_else(|| RolloutError::NotRunning(name.to_owned()))
+}
