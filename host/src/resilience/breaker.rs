@@ -104,6 +104,16 @@ struct Inner {
     trips: u64,
 }
 
+impl Inner {
+    /// Starts counting afresh from `now`.
+    fn forget(&mut self, now: i64) {
+        self.consecutive_failures = 0;
+        self.window_start = now;
+        self.window_calls = 0;
+        self.window_failures = 0;
+    }
+}
+
 pub struct CircuitBreaker {
     name: Arc<str>,
     config: BreakerConfig,
@@ -171,10 +181,7 @@ impl CircuitBreaker {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
         inner.state = State::Closed;
-        inner.consecutive_failures = 0;
-        inner.window_start = now;
-        inner.window_calls = 0;
-        inner.window_failures = 0;
+        inner.forget(now);
         tracing::info!(breaker = &*self.name, "circuit breaker reset: the failing version was rolled back");
     }
 
@@ -207,10 +214,7 @@ impl CircuitBreaker {
             State::HalfOpen { .. } if probe => {
                 if success {
                     inner.state = State::Closed;
-                    inner.consecutive_failures = 0;
-                    inner.window_start = now;
-                    inner.window_calls = 0;
-                    inner.window_failures = 0;
+                    inner.forget(now);
                     tracing::info!(breaker = &*self.name, "circuit breaker closed");
                 } else {
                     self.trip(&mut inner, now);
@@ -244,10 +248,7 @@ impl CircuitBreaker {
     fn trip(&self, inner: &mut Inner, now: i64) {
         inner.state = State::Open { until: now + self.config.open_for_ms };
         inner.trips += 1;
-        inner.consecutive_failures = 0;
-        inner.window_start = now;
-        inner.window_calls = 0;
-        inner.window_failures = 0;
+        inner.forget(now);
         tracing::warn!(breaker = &*self.name, open_for_ms = self.config.open_for_ms, "circuit breaker opened");
     }
 }
@@ -367,6 +368,19 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.trips(), 2);
         assert_eq!(b.try_acquire().expect_err("open").retry_after_ms, 100);
+    }
+
+    #[test]
+    fn reset_closes_at_once_and_counts_afresh() {
+        let (b, _clock) = breaker(BreakerConfig { failure_threshold: 3, open_for_ms: 100, ..Default::default() });
+        fail(&b, 3);
+        assert_eq!(b.state(), BreakerState::Open);
+        b.reset();
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Two failures after the reset do not reach the threshold of three.
+        fail(&b, 2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.trips(), 1, "the trip before the reset still counts");
     }
 
     #[test]

@@ -452,27 +452,15 @@ impl Rollouts {
         self.metrics
             .counter(ROLLOUT_DECISIONS, &[("component", name), ("decision", decision), ("reason", reason)])
             .increment(1);
-        if matches!(decision, "rollback" | "abort") {
-            tracing::warn!(
-                component = name,
-                version = rollout.status.version,
-                decision,
-                reason,
-                detail,
-                actor,
-                "rollout decision"
-            );
-        } else {
-            tracing::info!(
-                component = name,
-                version = rollout.status.version,
-                decision,
-                reason,
-                detail,
-                actor,
-                "rollout decision"
-            );
-        }
+        tracing::info!(
+            component = name,
+            version = rollout.status.version,
+            decision,
+            reason,
+            detail,
+            actor,
+            "rollout decision"
+        );
         self.audit(name, Some(rollout.status.version.clone()), decision, format!("{reason}: {detail}"), actor).await;
         rollout.status.last_decision = Some(Decision { decision, reason, detail, at: self.clock.now_millis() });
         self.weights(name, &rollout.status);
