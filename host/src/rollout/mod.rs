@@ -11,7 +11,10 @@
 //! too few invocations is extended up to `max_extensions` times, then the
 //! rollout is aborted as inconclusive. After a deploy without a canary the
 //! new version is watched for `watch_ms`, judged against the previous
-//! version's figures, and rolled back to it if it is worse.
+//! version's figures, and rolled back to it if it is worse. At a step's
+//! end a canary is also rolled back when the stable version beside it did
+//! worse than before the rollout (`stable_error_rate`, `stable_p99`): a
+//! version that hogs what both share hurts both alike.
 //!
 //! Every decision is an audit row with the figures that decided it, a
 //! `component_rollout_decisions_total` increment and a log line. A rollout
@@ -35,7 +38,7 @@ use crate::db::Database;
 use crate::db::audit::AuditEntry;
 use crate::runtime::{DeployError, DeployReport, Figures, Runtime};
 use crate::telemetry::metrics::{Metrics, ROLLOUT_DECISIONS, ROLLOUT_WEIGHT};
-use judge::{Verdict, judge};
+use judge::{Verdict, harms_stable, judge};
 
 /// How often running rollouts are looked at.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -66,7 +69,8 @@ impl State {
 pub struct Decision {
     /// advance | promote | rollback | abort
     pub decision: &'static str,
-    /// passed | error_rate | fuel | memory | p99 | inconclusive | manual |
+    /// passed | error_rate | fuel | memory | p50 | p99 | stable_error_rate |
+    /// stable_p99 | inconclusive | manual |
     /// superseded | restart | watch_passed | watch_inconclusive
     pub reason: &'static str,
     /// The figures that decided it, as a person reads them.
@@ -116,6 +120,9 @@ struct Rollout {
     baseline: Figures,
     /// The new version's figures when the step (or watch) began.
     start: Figures,
+    /// A canary's stable version until the rollout began: what it is like
+    /// with no canary beside it.
+    stable_before: Figures,
     step_started_at: i64,
     extensions: u32,
     config: RolloutConfig,
@@ -242,8 +249,16 @@ impl Rollouts {
                 continue;
             };
             rollout.status.figures = StepFigures { stable: stable.summary(), canary: candidate.summary() };
-            let verdict = judge(&stable, &candidate, &rollout.config);
             let step_over = now >= rollout.step_started_at + rollout.config.step_ms as i64;
+            let mut verdict = judge(&stable, &candidate, &rollout.config, step_over);
+            // Harm to the stable version is judged on a whole step.
+            if rollout.status.state == State::Canary
+                && step_over
+                && verdict == Verdict::Pass
+                && let Some(reason) = harms_stable(&rollout.stable_before, &stable, &rollout.config)
+            {
+                verdict = Verdict::Fail(reason);
+            }
             match (rollout.status.state, verdict) {
                 (State::Canary, Verdict::Fail(reason)) => {
                     if let Err(err) = self.runtime.drop_canary(name).await {
@@ -375,7 +390,15 @@ impl Rollouts {
             figures: StepFigures { stable: String::new(), canary: String::new() },
             last_decision: None,
         };
-        Rollout { status, baseline, start, step_started_at: now, extensions: 0, config }
+        Rollout {
+            status,
+            stable_before: baseline.clone(),
+            baseline,
+            start,
+            step_started_at: now,
+            extensions: 0,
+            config,
+        }
     }
 
     /// The two versions' figures over the current step (or watch); `None`

@@ -140,11 +140,21 @@ impl Figures {
 
     /// The upper bound of the bucket holding the 99th percentile.
     pub fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+
+    /// The upper bound of the bucket holding the median.
+    pub fn p50(&self) -> Duration {
+        self.quantile(0.5)
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0–1).
+    fn quantile(&self, q: f64) -> Duration {
         let total: u64 = self.latency.iter().sum();
         if total == 0 {
             return Duration::ZERO;
         }
-        let rank = (total as f64 * 0.99).ceil() as u64;
+        let rank = ((total as f64 * q).ceil() as u64).max(1);
         let mut seen = 0;
         for (index, count) in self.latency.iter().enumerate() {
             seen += count;
@@ -153,6 +163,11 @@ impl Figures {
             }
         }
         bucket_bound(LATENCY_BUCKETS - 1)
+    }
+
+    /// Calls surely slower than `limit`: those in buckets wholly above it.
+    pub fn slower_than(&self, limit: Duration) -> u64 {
+        (1..LATENCY_BUCKETS).filter(|&index| bucket_bound(index - 1) >= limit).map(|index| self.latency[index]).sum()
     }
 
     /// Mean fuel per invocation that ran.
@@ -213,8 +228,13 @@ mod tests {
         assert!((window.error_rate() - 0.02).abs() < 1e-9);
         assert!((window.fuel_per_invocation() - 2_000.0).abs() < 1e-9);
         assert_eq!(window.memory_peak, 8192);
+        assert!(window.p50() >= Duration::from_micros(100) && window.p50() < Duration::from_micros(125));
         // 98 of 100 at 100 µs, two at 50 ms: p99 is 50 ms's bucket.
         let p99 = window.p99();
         assert!(p99 >= Duration::from_millis(50) && p99 < Duration::from_millis(63), "{p99:?}");
+        assert_eq!(window.slower_than(Duration::from_millis(10)), 2);
+        assert_eq!(window.slower_than(Duration::from_micros(50)), 100);
+        // 50 ms's bucket runs from 48.1 ms: not wholly above 49 ms.
+        assert_eq!(window.slower_than(Duration::from_millis(49)), 0);
     }
 }

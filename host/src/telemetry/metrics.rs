@@ -60,7 +60,8 @@ pub const OUTCOMES: [&str; 6] = ["ok", "error", "trap", "fuel_exhausted", "timeo
 pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "skipped_open_breaker"];
 pub const DEPLOY_RESULTS: [&str; 3] = ["accepted", "rejected", "rollback"];
 /// Why a rollout rolls a version back; `rollout::judge::Reason` names itself by position here.
-pub const ROLLBACK_REASONS: [&str; 4] = ["error_rate", "fuel", "memory", "p99"];
+pub const ROLLBACK_REASONS: [&str; 7] =
+    ["error_rate", "fuel", "memory", "p50", "p99", "stable_error_rate", "stable_p99"];
 /// Why a request was refused before reaching its component.
 pub const ADMISSION_REASONS: [&str; 5] = ["queue_full", "queue_timeout", "breaker_open", "rate_limited", "unknown_key"];
 
