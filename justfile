@@ -53,8 +53,10 @@ test: components monitoring-check
 doctor:
     scripts/doctor.sh
 
-# Run a load scenario (default: smoke) against a fresh release host and simulator; see loadtests/README.md.
-loadtest *ARGS: components
+# Run a load scenario (default: smoke) against a fresh release host and simulator; see
+# loadtests/README.md. Builds the order handler's fault builds too (for `canary`).
+loadtest *ARGS:
+    components/build.sh --faults
     cargo build --release -p switchyard -p switchyard-loadtests --bins
     "$CARGO_TARGET_DIR/release/loadtest" {{ARGS}}
 

@@ -4,6 +4,9 @@
 # the guests; the justfile, CI and the host's tests all call it.
 #
 # Usage: components/build.sh            build every guest (from any directory)
+#        components/build.sh --faults   also build the order handler's fault
+#                                       builds into build/faults/ (for
+#                                       `just loadtest canary`)
 #        components/build.sh --tools    only say which route and tools a build
 #                                       would use; exits 1 if one is missing
 #
@@ -50,6 +53,8 @@ readonly DEBIAN_WASM_LD=/usr/bin/wasm-ld
 readonly WASM_COMPONENT_LD_VERSION=0.5.21
 # The eight bytes that open a component (a core module has 01 00 00 00).
 readonly COMPONENT_HEADER=0061736d0d000100
+# The order handler's deliberate faults (features fault-NAME), one build each.
+readonly FAULTS=(trap trap-tenth fuel slow)
 
 components_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out_dir="$components_dir/build"
@@ -58,11 +63,13 @@ no_install=${SWITCHYARD_NO_INSTALL:-0}
 route_choice=${SWITCHYARD_GUEST_ROUTE:-auto}
 
 mode=build
+faults=0
 case "${1:-}" in
     "") ;;
+    --faults) faults=1 ;;
     --tools) mode=tools ;;
     *)
-        echo "usage: components/build.sh [--tools]" >&2
+        echo "usage: components/build.sh [--faults | --tools]" >&2
         exit 2
         ;;
 esac
@@ -259,11 +266,12 @@ else
 fi
 [[ $mode == tools ]] && exit 0
 
-# Runs the build for the route. Stdout carries cargo's JSON messages, from
-# which the produced components are taken; diagnostics still go to stderr.
+# Runs the build for the route, with any extra cargo arguments (a package
+# and its features). Stdout carries cargo's JSON messages, from which the
+# produced components are taken; diagnostics still go to stderr.
 cargo_build() {
     if [[ $route == standard ]]; then
-        cargo build --release --locked --target wasm32-wasip2 --message-format=json-render-diagnostics
+        cargo build --release --locked --target wasm32-wasip2 --message-format=json-render-diagnostics "$@"
     else
         # These exact flags are part of build-std's fingerprint: change them
         # and std is rebuilt from source. wasm-component-ld runs the wasm-ld
@@ -273,7 +281,7 @@ cargo_build() {
             --release --locked --target wasm32-unknown-unknown \
             -Z build-std=std,panic_abort \
             --config "target.wasm32-unknown-unknown.linker=\"$component_ld\"" \
-            --message-format=json-render-diagnostics
+            --message-format=json-render-diagnostics "$@"
     fi
 }
 
@@ -294,30 +302,44 @@ is_component() {
     [[ $(od -An -tx1 -N8 "$1" | tr -d ' \n') == "$COMPONENT_HEADER" ]]
 }
 
+# Prints `name path` for every component in cargo's messages on stdin: one
+# compiler-artifact message per cdylib of the build, fresh or not.
+artifacts() {
+    local line package_id wasm
+    while IFS= read -r line; do
+        [[ $line == *'"reason":"compiler-artifact"'* && $line == *'"crate_types":["cdylib"]'* ]] || continue
+        package_id=$(sed -E 's/.*"package_id":"([^"]*)".*/\1/' <<<"$line")
+        wasm=$(grep -oE '"filenames":\["[^"]*\.wasm"' <<<"$line" | sed -E 's/.*\["//; s/"$//') ||
+            die "no .wasm file in the artifact of $package_id"
+        is_component "$wasm" || die "$wasm is not a component (expected header $COMPONENT_HEADER)"
+        echo "$(package_name "$package_id") $wasm"
+    done
+}
+
+# Copies a built component to `dest`: by rename, and only on change, so a
+# process watching build/ never reads a half-written file or redeploys an
+# unchanged component.
+install_component() {
+    local wasm=$1 dest=$2
+    if ! cmp -s "$wasm" "$dest"; then
+        cp "$wasm" "$dest.tmp"
+        mv -f "$dest.tmp" "$dest"
+    fi
+    is_component "$dest" || die "$dest is not a component"
+}
+
 messages=$(mktemp)
-trap 'rm -f "$messages"' EXIT
+components=$(mktemp)
+trap 'rm -f "$messages" "$components"' EXIT
 cargo_build >"$messages"
+artifacts <"$messages" >"$components"
 
 mkdir -p "$out_dir"
 built=()
-# One compiler-artifact message per cdylib of the workspace, fresh or not.
-while IFS= read -r line; do
-    [[ $line == *'"reason":"compiler-artifact"'* && $line == *'"crate_types":["cdylib"]'* ]] || continue
-    package_id=$(sed -E 's/.*"package_id":"([^"]*)".*/\1/' <<<"$line")
-    wasm=$(grep -oE '"filenames":\["[^"]*\.wasm"' <<<"$line" | sed -E 's/.*\["//; s/"$//') ||
-        die "no .wasm file in the artifact of $package_id"
-    name=$(package_name "$package_id")
-    is_component "$wasm" || die "$wasm is not a component (expected header $COMPONENT_HEADER)"
-    dest="$out_dir/$name.wasm"
-    # Replace by rename, and only on change, so a process watching build/
-    # never reads a half-written file or redeploys an unchanged component.
-    if ! cmp -s "$wasm" "$dest"; then
-        cp "$wasm" "$out_dir/.$name.wasm.tmp"
-        mv -f "$out_dir/.$name.wasm.tmp" "$dest"
-    fi
-    is_component "$dest" || die "$dest is not a component"
+while read -r name wasm; do
+    install_component "$wasm" "$out_dir/$name.wasm"
     built+=("$name.wasm")
-done <"$messages"
+done <"$components"
 
 ((${#built[@]})) || die "cargo reported no components"
 
@@ -329,7 +351,20 @@ for existing in "$out_dir"/*.wasm; do
     fi
 done
 
+# The fault builds come last: cargo links each over the same output file,
+# and the next plain build links the plain one back.
+if ((faults)); then
+    mkdir -p "$out_dir/faults"
+    for fault in "${FAULTS[@]}"; do
+        cargo_build -p order-handler --features "fault-$fault" >"$messages"
+        artifacts <"$messages" >"$components"
+        read -r _ wasm <"$components" || die "cargo reported no order handler for fault-$fault"
+        install_component "$wasm" "$out_dir/faults/order-handler-$fault.wasm"
+        built+=("faults/order-handler-$fault.wasm")
+    done
+fi
+
 mapfile -t built < <(printf '%s\n' "${built[@]}" | sort)
 for name in "${built[@]}"; do
-    printf '%-24s %8d bytes\n' "build/$name" "$(stat -c %s "$out_dir/$name")"
+    printf '%-36s %8d bytes\n' "build/$name" "$(stat -c %s "$out_dir/$name")"
 done

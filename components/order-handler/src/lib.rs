@@ -12,11 +12,14 @@
 //! - [`notify`]: the email, SMS and webhook messages put in the outbox.
 //! - [`store`]: the key-value bucket, its key names and error mapping.
 //! - [`error`] and [`response`]: how failures and successes become responses.
+//! - `fault`: deliberate faults, only in builds with a `fault-*` feature.
 //!
 //! The guest uses no WASI at all (no clocks, files or randomness), so it
 //! builds for `wasm32-unknown-unknown` without an adapter.
 
 mod error;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod idempotency;
 mod inventory;
 mod notify;
@@ -72,6 +75,8 @@ struct OrderHandler;
 
 impl Guest for OrderHandler {
     fn handle(request: Request) -> Response {
+        #[cfg(feature = "fault-injection")]
+        fault::inject(&request);
         dispatch(&request).unwrap_or_else(ApiError::into_response)
     }
 }

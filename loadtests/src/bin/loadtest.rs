@@ -34,7 +34,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 #[derive(Parser)]
 #[command(name = "loadtest", version, about = "Load-test Switchyard's reference app")]
 struct Cli {
-    /// smoke, warmup, baseline, spike, stress, soak, hotswap, outage, mixed — or
+    /// smoke, warmup, baseline, spike, stress, soak, hotswap, outage, mixed, canary — or
     /// `report` to compare the latest runs.
     #[arg(default_value = "smoke")]
     scenario: String,
@@ -65,6 +65,9 @@ struct Cli {
     /// Outage: how long to wait for the outbox to drain.
     #[arg(long, value_parser = parse_duration, default_value = "180s")]
     drain_timeout: Duration,
+    /// Canary: the share (%, 1–99) each canary deploy starts with.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(1..=99))]
+    canary_share: u8,
     /// Seed of the traffic mix (random when unset; recorded in the summary).
     #[arg(long)]
     seed: Option<u64>,
@@ -83,7 +86,8 @@ struct Cli {
     /// The config the started host's config is derived from.
     #[arg(long, default_value_os_t = repo_root().join("switchyard.toml"))]
     config: PathBuf,
-    /// The order handler component hot swap redeploys.
+    /// The order handler component hot swap redeploys (canary: its fault
+    /// builds are in `faults/` beside it).
     #[arg(long, default_value_os_t = repo_root().join("components/build/order-handler.wasm"))]
     order_handler: PathBuf,
     /// Where `switchyard` and `provider-simulator` are (default: beside this binary).
@@ -186,6 +190,7 @@ async fn run(cli: Cli, scenario: Scenario) -> anyhow::Result<bool> {
         outage: cli.outage,
         drain_timeout: cli.drain_timeout,
         seed: cli.seed.unwrap_or_else(|| fastrand::u64(..)),
+        canary_share: cli.canary_share,
     };
     let (stamp, started_at) = summary::utc_now();
     let results_dir = cli.results_dir.join(format!("{stamp}-{}", scenario.name()));

@@ -8,7 +8,9 @@
 //! - [`stress`]: rate steps until the thresholds break.
 //! - [`hotswap`]: load while the order handler is redeployed again and again.
 //! - [`outage`]: load while the providers are down; every message delivered.
+//! - [`canary`]: load while faulty and good builds are deployed as canaries.
 
+pub mod canary;
 pub mod hotswap;
 pub mod outage;
 pub mod steady;
@@ -47,6 +49,8 @@ pub enum Scenario {
     Outage,
     /// Orders, reads and inventory updates with sold-out contention.
     Mixed,
+    /// Load while faulty and good builds are deployed as canaries.
+    Canary,
 }
 
 impl Scenario {
@@ -61,6 +65,7 @@ impl Scenario {
             Scenario::Hotswap => "hotswap",
             Scenario::Outage => "outage",
             Scenario::Mixed => "mixed",
+            Scenario::Canary => "canary",
         }
     }
 
@@ -77,6 +82,8 @@ impl Scenario {
             Scenario::Hotswap => (60, 100.0, 8, 0.0, 2000.0),
             Scenario::Outage => (60, 50.0, 8, 0.0, 1000.0),
             Scenario::Mixed => (60, 150.0, 8, 0.0, 500.0),
+            // Its duration bounds the five rollouts; it ends after the last.
+            Scenario::Canary => (600, 200.0, 8, 0.0, 2000.0),
         };
         Defaults {
             duration: Duration::from_secs(secs),
@@ -115,6 +122,8 @@ pub struct Params {
     pub drain_timeout: Duration,
     /// Seeds the traffic mix, so a run's requests can be replayed.
     pub seed: u64,
+    /// Canary: the share (%) each canary deploy starts with.
+    pub canary_share: u8,
 }
 
 /// What a scenario works with.
@@ -161,6 +170,7 @@ pub async fn run(scenario: Scenario, context: &Context) -> anyhow::Result<Findin
         Scenario::Stress => stress::run(context).await,
         Scenario::Hotswap => hotswap::run(context).await,
         Scenario::Outage => outage::run(context).await,
+        Scenario::Canary => canary::run(context).await,
     }
 }
 
