@@ -23,6 +23,7 @@ run: components
     "$CARGO_TARGET_DIR/debug/provider-simulator" --log-format pretty &
     simulator=$!
     trap 'kill "$simulator" 2>/dev/null || true' EXIT
+    echo "dashboard: http://127.0.0.1:8080/dashboard"
     "$CARGO_TARGET_DIR/debug/switchyard" serve --config switchyard.toml --log-format pretty --insecure-admin
 
 # Start only the provider simulator (deliveries on :9090, control on :9091).
@@ -47,6 +48,12 @@ test: components monitoring-check
     # optimized dependencies): a release build of the same code would add a
     # third full compile to every CI run. Load figures come from `just loadtest`.
     "$CARGO_TARGET_DIR/debug/loadtest" smoke
+    just test-browser
+
+# The dashboard in Debian's Chromium (playwright-core, axe-core; npm ci installs
+# them from the lock file and never a browser), on the host `cargo test` built.
+test-browser:
+    cd host/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 
 # List every prerequisite of run, test, bench and loadtest: found (version) or missing
 # (with the command that installs it); fails when run or test lacks something.

@@ -53,6 +53,9 @@ check rustfmt "test" "rustup component add rustfmt" version_of cargo fmt --versi
 check clippy "test" "rustup component add clippy" version_of cargo clippy --version
 check python3 "test" "apt-get install python3" version_of python3 --version
 check promtool "test" "apt-get install prometheus" version_of promtool --version
+check node "test" "apt-get install nodejs npm" version_of node --version
+check npm "test" "apt-get install nodejs npm" version_of npm --version
+check chromium "test" "apt-get install chromium" version_of chromium --version
 check wrk "bench" "apt-get install wrk" version_of wrk -v
 check "wasmtime (optional)" "bench" "cargo install wasmtime-cli --locked --version 48.0.8" version_of wasmtime --version
 

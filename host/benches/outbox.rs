@@ -60,7 +60,13 @@ async fn drain(db_url: &str, label: &str, provider: &str) {
         unit.commit().await.expect("commit");
     }
     let started = Instant::now();
-    let dispatcher = Dispatcher::start(&config, state.runtime.clone(), state.db.clone(), Arc::new(SystemClock));
+    let dispatcher = Dispatcher::start(
+        &config,
+        state.runtime.clone(),
+        state.db.clone(),
+        Arc::new(SystemClock),
+        state.deliveries.clone(),
+    );
     let deadline = started + Duration::from_secs(600);
     loop {
         let delivered = state.db.outbox_count(Status::Delivered).await.expect("count");

@@ -47,9 +47,10 @@ use tokio::net::TcpListener;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Database;
-use crate::outbox::Dispatcher;
+use crate::outbox::{DeliveryTallies, Dispatcher};
 use crate::rollout::Rollouts;
 use crate::runtime::Runtime;
+use crate::server::stats::Stats;
 use crate::server::{AdminAuth, AppState, RateLimits};
 use crate::telemetry::metrics::Metrics;
 
@@ -72,7 +73,11 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
     let runtime = Arc::new(Runtime::load(config, db.clone(), clock.clone(), metrics.clone()).await?);
     let rollouts = Arc::new(Rollouts::new(config, runtime.clone(), db.clone(), clock.clone()));
     rollouts.recover().await.context("cannot read unfinished rollouts from the audit log")?;
+    let deliveries = Arc::new(DeliveryTallies::new(config));
+    let stats = Arc::new(Stats::new(runtime.clone(), deliveries.clone(), clock.clone()));
     Ok(AppState {
+        deliveries,
+        stats,
         runtime,
         rollouts,
         db,
@@ -119,10 +124,10 @@ pub async fn serve(
         }
     });
     let rollouts = state.rollouts.start();
-    let dispatcher = config
-        .outbox
-        .dispatch
-        .then(|| Dispatcher::start(config, state.runtime.clone(), db.clone(), state.clock.clone()));
+    let dashboard = server::dashboard::start(state.clone());
+    let dispatcher = config.outbox.dispatch.then(|| {
+        Dispatcher::start(config, state.runtime.clone(), db.clone(), state.clock.clone(), state.deliveries.clone())
+    });
     let metrics_listener = match config.metrics.listen {
         Some(addr) => {
             Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?)
@@ -169,6 +174,7 @@ pub async fn serve(
     }
     upkeep.abort();
     rollouts.abort();
+    dashboard.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }

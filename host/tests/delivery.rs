@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use switchyard::clock::Clock;
 use switchyard::db::outbox::{NewMessage, Status};
-use switchyard::outbox::Dispatcher;
+use switchyard::outbox::{DeliveryTallies, Dispatcher};
 use switchyard::resilience::BreakerState;
 use switchyard_loadtests::simulator::Channel;
 
@@ -213,8 +213,13 @@ async fn crash_recovery(host: &TestHost) {
     let claimed = host.db.outbox_claim("email", "dead-worker", now, now + 60_000, 64).await.unwrap();
     assert_eq!(claimed.len(), 3);
 
-    let dispatcher =
-        Dispatcher::start(&host.config, host.runtime.clone(), host.db.clone(), Arc::new(host.clock.clone()));
+    let dispatcher = Dispatcher::start(
+        &host.config,
+        host.runtime.clone(),
+        host.db.clone(),
+        Arc::new(host.clock.clone()),
+        Arc::new(DeliveryTallies::new(&host.config)),
+    );
     for _ in 0..3 {
         host.db.signal_outbox();
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -234,7 +239,15 @@ async fn many_dispatchers(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     enqueue(host, 1_000).await;
     let dispatchers: Vec<_> = (0..4)
-        .map(|_| Dispatcher::start(&host.config, host.runtime.clone(), host.db.clone(), Arc::new(host.clock.clone())))
+        .map(|_| {
+            Dispatcher::start(
+                &host.config,
+                host.runtime.clone(),
+                host.db.clone(),
+                Arc::new(host.clock.clone()),
+                Arc::new(DeliveryTallies::new(&host.config)),
+            )
+        })
         .collect();
     host.db.signal_outbox();
     host.settle("1000 delivered", || async { count(host, Status::Delivered).await == 1_000 }).await;

@@ -111,6 +111,21 @@ impl Database {
         Ok(rows)
     }
 
+    /// The newest `limit` rows of `actions`, newest first: the deploy
+    /// history the dashboard shows.
+    pub async fn audit_recent(&self, actions: &[&str], limit: i64) -> Result<Vec<AuditRow>, DbError> {
+        let mut query = sqlx::QueryBuilder::new(
+            "SELECT seq, at, actor, action, component, version, result, reason, prev_hash, hash FROM audit_log \
+             WHERE action IN (",
+        );
+        let mut list = query.separated(", ");
+        for action in actions {
+            list.push_bind(*action);
+        }
+        query.push(") ORDER BY seq DESC LIMIT ").push_bind(limit);
+        Ok(query.build_query_as().fetch_all(self.pool()).await?)
+    }
+
     /// Recomputes the chain; returns the rows checked or the first break.
     pub async fn audit_verify(&self) -> Result<Result<usize, ChainBreak>, DbError> {
         let rows = self.audit_rows().await?;

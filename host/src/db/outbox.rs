@@ -152,6 +152,16 @@ pub struct StatusCount {
     pub count: i64,
 }
 
+/// One connector's messages in one backlog status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Backlog {
+    pub connector: String,
+    pub status: String,
+    #[sqlx(rename = "n")]
+    pub count: i64,
+    pub oldest: i64,
+}
+
 impl Database {
     /// Leases up to `limit` due PENDING messages of `connector` to `owner`
     /// until `lease_until`. On PostgreSQL, concurrent claimers skip each
@@ -274,6 +284,19 @@ impl Database {
     pub async fn outbox_status_counts(&self) -> Result<Vec<StatusCount>, DbError> {
         let rows = sqlx::query_as(
             "SELECT connector, status, COUNT(*) AS n FROM outbox GROUP BY connector, status ORDER BY connector, status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// PENDING and DEAD messages per connector, with the creation time of
+    /// the oldest of each: the backlog, read through the `outbox_due` index,
+    /// so its cost follows the backlog and not the delivered history.
+    pub async fn outbox_backlog(&self) -> Result<Vec<Backlog>, DbError> {
+        let rows = sqlx::query_as(
+            "SELECT connector, status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox \
+             WHERE status IN ('PENDING', 'DEAD') GROUP BY connector, status",
         )
         .fetch_all(self.pool())
         .await?;

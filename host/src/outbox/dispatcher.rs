@@ -19,7 +19,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::backoff;
+use super::{DeliveryTallies, backoff};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConnectorConfig, OutboxConfig};
 use crate::db::Database;
@@ -60,6 +60,7 @@ struct Worker {
     clock: SharedClock,
     /// `outbox_deliveries_total`, by [`DeliveryOutcome`].
     deliveries: [Counter; DELIVERY_OUTCOMES.len()],
+    tallies: Arc<DeliveryTallies>,
     lag: Histogram,
 }
 
@@ -80,7 +81,14 @@ impl DeliveryOutcome {
 }
 
 impl Dispatcher {
-    pub fn start(config: &Config, runtime: Arc<Runtime>, db: Database, clock: SharedClock) -> DispatcherHandle {
+    /// Starts a worker per connector; each counts its attempts in `tallies`.
+    pub fn start(
+        config: &Config,
+        runtime: Arc<Runtime>,
+        db: Database,
+        clock: SharedClock,
+        tallies: Arc<DeliveryTallies>,
+    ) -> DispatcherHandle {
         let (stop, _) = watch::channel(false);
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let workers = config
@@ -94,6 +102,7 @@ impl Dispatcher {
                         metrics.counter(OUTBOX_DELIVERIES, &[("connector", name), ("outcome", outcome)])
                     }),
                     lag: metrics.histogram(OUTBOX_LAG, &[("connector", name)]),
+                    tallies: tallies.clone(),
                     connector: name.clone(),
                     component,
                     settings: settings.clone(),
@@ -224,6 +233,7 @@ impl Worker {
             Delivery::Rejected { .. } => (Settlement::Release { id }, DeliveryOutcome::SkippedOpenBreaker),
         };
         self.deliveries[outcome as usize].increment(1);
+        self.tallies.add(&self.connector, outcome as usize);
         tracing::info!(
             request_id = message.request_id,
             message_id = settlement_id(&settlement),

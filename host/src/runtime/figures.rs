@@ -116,6 +116,16 @@ impl Figures {
         }
     }
 
+    /// Two windows together, as one (say, two versions' same second).
+    pub fn plus(&self, other: &Figures) -> Figures {
+        Figures {
+            outcomes: std::array::from_fn(|i| self.outcomes[i] + other.outcomes[i]),
+            latency: std::array::from_fn(|i| self.latency[i] + other.latency[i]),
+            fuel: self.fuel + other.fuel,
+            memory_peak: self.memory_peak.max(other.memory_peak),
+        }
+    }
+
     /// Invocations that ran (refused ones are not the version's doing).
     pub fn invocations(&self) -> u64 {
         self.outcomes.iter().sum::<u64>() - self.outcomes[Outcome::Rejected.index()]

@@ -77,6 +77,7 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router<AppState> {
         .route("/admin/components/{name}/rollout", get(rollout_status))
         .route("/admin/components/{name}/rollout/promote", post(promote))
         .route("/admin/components/{name}/rollout/abort", post(abort))
+        .merge(super::dashboard::data())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -1,17 +1,20 @@
 //! The HTTP face of the host: component routes from the config, health
-//! endpoints, and the middleware every request passes through.
+//! endpoints, the admin API and the dashboard, and the middleware every
+//! request passes through.
 //!
 //! Handlers here see plain runtime types (`HandlerRequest`, `Invocation`),
 //! never wasmtime's.
 
 mod admin;
 mod components;
+pub mod dashboard;
 mod front;
 mod health;
 mod http_metrics;
 mod limits;
 mod metrics_endpoint;
 mod request_id;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +26,11 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::AppError;
+use crate::outbox::DeliveryTallies;
 use crate::rollout::Rollouts;
 use crate::runtime::Runtime;
 use crate::telemetry::metrics::Metrics;
+use stats::Stats;
 
 pub use admin::{ACTOR_HEADER, AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
 pub use limits::{API_KEY_HEADER, RateLimits};
@@ -47,6 +52,10 @@ pub struct AppState {
     /// API keys and rate limiters.
     pub rate_limits: Arc<RateLimits>,
     pub started: Instant,
+    /// Delivery attempts per connector, readable (the dashboard's rates).
+    pub deliveries: Arc<DeliveryTallies>,
+    /// The per-second rings the dashboard reads.
+    pub stats: Arc<Stats>,
 }
 
 /// The whole router: component routes, health, fallbacks and middleware.
@@ -58,6 +67,7 @@ pub fn app(config: &Config, state: AppState) -> Router {
     Router::new()
         .merge(components)
         .merge(health::router())
+        .merge(dashboard::pages())
         .merge(admin::router(state.clone(), config.admin.max_upload_bytes))
         .merge(metrics_endpoint::router())
         .fallback(no_route)

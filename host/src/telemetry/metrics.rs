@@ -33,6 +33,8 @@ pub const VERSION_INFO: &str = "component_version_info";
 pub const OUTBOX_MESSAGES: &str = "outbox_messages";
 pub const OUTBOX_DELIVERIES: &str = "outbox_deliveries_total";
 pub const OUTBOX_LAG: &str = "outbox_delivery_lag_seconds";
+/// Dashboard streams closed because their client fell behind.
+pub const DASHBOARD_STREAMS_DROPPED: &str = "dashboard_streams_dropped_total";
 pub const OUTBOX_OLDEST_PENDING: &str = "outbox_oldest_pending_age_seconds";
 pub const ADMISSION_REJECTED: &str = "admission_rejected_total";
 pub const ADMISSION_QUEUE_DEPTH: &str = "admission_queue_depth";
@@ -316,6 +318,7 @@ fn describe() {
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served.");
     describe_counter!(INVOCATIONS, "Component invocations by version and outcome.");
     describe_counter!(LOG_LINES_DROPPED, "Log lines dropped because the output could not keep up.");
+    describe_counter!(DASHBOARD_STREAMS_DROPPED, "Dashboard streams closed because their client fell behind.");
     describe_gauge!(ROLLOUT_WEIGHT, "Share (%) of a component's invocations each version gets during a rollout.");
     describe_counter!(
         ROLLOUT_DECISIONS,

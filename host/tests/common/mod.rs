@@ -15,6 +15,7 @@ use switchyard::config::Config;
 use switchyard::db::Database;
 use switchyard::runtime::Runtime;
 use switchyard::server::AdminAuth;
+use switchyard::server::stats::Stats;
 use switchyard_loadtests::simulator::Simulator;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -208,6 +209,8 @@ pub struct TestHost {
     pub db: Database,
     pub config: Config,
     pub runtime: Arc<Runtime>,
+    /// The dashboard's rings (`sample` takes a point now).
+    pub stats: Arc<Stats>,
     /// Drives breakers, backoff and leases.
     pub clock: ManualClock,
     /// The provider the connectors deliver to, when delivery is on.
@@ -277,12 +280,13 @@ impl TestHost {
             }
         };
         let clock = ManualClock::starting_now();
-        let (url, db, runtime, shutdown, task) = serve(&config, &clock).await;
+        let (url, db, runtime, stats, shutdown, task) = serve(&config, &clock).await;
         Some(TestHost {
             url,
             db,
             config,
             runtime,
+            stats,
             clock,
             simulator,
             simulator_stop,
@@ -297,10 +301,11 @@ impl TestHost {
     /// process restart would.
     pub async fn restart(mut self) -> TestHost {
         self.stop_server().await;
-        let (url, db, runtime, shutdown, task) = serve(&self.config, &self.clock).await;
+        let (url, db, runtime, stats, shutdown, task) = serve(&self.config, &self.clock).await;
         self.url = url;
         self.db = db;
         self.runtime = runtime;
+        self.stats = stats;
         self.shutdown = Some(shutdown);
         self.task = Some(task);
         self
@@ -317,13 +322,14 @@ impl TestHost {
     }
 }
 
-type Served = (String, Database, Arc<Runtime>, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
+type Served = (String, Database, Arc<Runtime>, Arc<Stats>, oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>);
 
 async fn serve(config: &Config, clock: &ManualClock) -> Served {
     let mut state = switchyard::prepare_with_clock(config, Arc::new(clock.clone())).await.expect("host prepares");
     state.admin = Arc::new(AdminAuth::new(Some(ADMIN_TOKEN.to_owned()), false));
     let db = state.db.clone();
     let runtime = state.runtime.clone();
+    let stats = state.stats.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel();
@@ -334,7 +340,7 @@ async fn serve(config: &Config, clock: &ManualClock) -> Served {
         })
         .await
     });
-    (url, db, runtime, tx, task)
+    (url, db, runtime, stats, tx, task)
 }
 
 impl TestHost {

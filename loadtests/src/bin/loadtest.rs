@@ -222,6 +222,7 @@ async fn run(cli: Cli, scenario: Scenario) -> anyhow::Result<bool> {
             };
             eprintln!("starting the host and the provider simulator…");
             let harness = Harness::start(&options).await?;
+            eprintln!("dashboard: {}/dashboard (admin token: {token})", harness.base_url);
             let (base, control) = (harness.base_url.clone(), harness.control_url.clone());
             (Some(harness), base, Some(control), Some(token))
         }
