@@ -63,17 +63,26 @@ async fn every_call_is_counted_in_one_second_and_the_snapshot_names_every_compon
     assert_eq!(stats["problems"].as_array().unwrap().len(), 0);
 }
 
-#[tokio::test]
-async fn a_trap_and_a_deploy_show_up() {
-    let host = TestHost::start(Backend::Sqlite).await.expect("host");
+/// A trap, an order's three pending messages and a deploy, as the
+/// snapshot shows them (the outbox and history queries, on both backends).
+async fn a_trap_an_order_and_a_deploy_show_up(host: &TestHost) {
     let client = reqwest::Client::new();
     let response = client.post(format!("{}/trap", host.url)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    host.put_inventory("widget", 10, 250).await;
+    let order = serde_json::json!({
+        "customer": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0000",
+        "items": [{ "sku": "widget", "qty": 1 }],
+    });
+    let response = client.post(format!("{}/orders", host.url)).json(&order).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
     host.stats.sample();
-    let (status, _) = common::deploy(&host, "hello", rebuilt("hello")).await;
+    let (status, _) = common::deploy(host, "hello", rebuilt("hello")).await;
     assert_eq!(status, StatusCode::OK);
+    host.clock.advance(1_500);
 
-    let (_, stats) = host.admin(reqwest::Method::GET, "/admin/stats").await;
+    let (status, stats) = host.admin(reqwest::Method::GET, "/admin/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
     let traps: u64 = component(&stats, "trap")["series"]
         .as_array()
         .unwrap()
@@ -81,11 +90,19 @@ async fn a_trap_and_a_deploy_show_up() {
         .map(|p| p["outcomes"]["trap"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(traps, 1);
-    let history = stats["deploys"].as_array().unwrap();
+    let history = stats["deploys"].as_array().unwrap_or_else(|| panic!("{}", stats["problems"]));
     assert_eq!(history[0]["component"], "hello");
     assert_eq!(history[0]["action"], "deploy");
     assert_eq!(history[0]["result"], "accepted");
+    assert_eq!(history[0]["actor"], "test-suite");
+    for outbox in stats["outbox"].as_array().unwrap() {
+        assert_eq!(outbox["pending"], 1, "{outbox}");
+        assert_eq!(outbox["dead"], 0, "{outbox}");
+        assert!(outbox["oldest_pending_age_ms"].as_i64().unwrap() >= 1_500, "{outbox}");
+    }
+    assert_eq!(stats["problems"].as_array().unwrap().len(), 0, "{stats}");
 }
+on_both_backends!(a_trap_an_order_and_a_deploy_show_up_in_the_snapshot, a_trap_an_order_and_a_deploy_show_up);
 
 #[tokio::test]
 async fn the_data_needs_the_token_and_the_page_does_not() {

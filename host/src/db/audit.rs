@@ -111,19 +111,17 @@ impl Database {
         Ok(rows)
     }
 
-    /// The newest `limit` rows of `actions`, newest first: the deploy
-    /// history the dashboard shows.
-    pub async fn audit_recent(&self, actions: &[&str], limit: i64) -> Result<Vec<AuditRow>, DbError> {
-        let mut query = sqlx::QueryBuilder::new(
+    /// The newest `limit` rows of deploys, rollbacks, canaries and rollout
+    /// decisions, newest first: the deploy history the dashboard shows.
+    pub async fn deploy_history(&self, limit: i64) -> Result<Vec<AuditRow>, DbError> {
+        let rows = sqlx::query_as(
             "SELECT seq, at, actor, action, component, version, result, reason, prev_hash, hash FROM audit_log \
-             WHERE action IN (",
-        );
-        let mut list = query.separated(", ");
-        for action in actions {
-            list.push_bind(*action);
-        }
-        query.push(") ORDER BY seq DESC LIMIT ").push_bind(limit);
-        Ok(query.build_query_as().fetch_all(self.pool()).await?)
+             WHERE action IN ('deploy', 'rollback', 'canary', 'rollout') ORDER BY seq DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
     }
 
     /// Recomputes the chain; returns the rows checked or the first break.

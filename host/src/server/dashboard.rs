@@ -31,8 +31,7 @@ use super::AppState;
 use crate::server::stats::{INTERVAL, RING_SECONDS};
 use crate::telemetry::metrics::DASHBOARD_STREAMS_DROPPED;
 
-/// Audit actions shown as the deploy history.
-const HISTORY_ACTIONS: [&str; 4] = ["deploy", "rollback", "canary", "rollout"];
+/// Audit rows shown as the deploy history.
 const HISTORY_ROWS: i64 = 25;
 
 /// The page's files: name, content type, bytes.
@@ -193,7 +192,7 @@ pub async fn snapshot(state: &AppState, series: bool) -> Value {
             Value::Null
         }
     };
-    let deploys = match state.db.audit_recent(&HISTORY_ACTIONS, HISTORY_ROWS).await {
+    let deploys = match state.db.deploy_history(HISTORY_ROWS).await {
         Ok(rows) => json!(
             rows.into_iter()
                 .map(|row| json!({
