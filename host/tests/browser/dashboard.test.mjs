@@ -239,6 +239,36 @@ test("every component shows its version and calls; a deploy appears and a rollba
   await page.close();
 });
 
+test("a canary shows its share, and Promote makes it the version", async () => {
+  const page = await context.newPage();
+  await page.goto(`${base}/dashboard`);
+  await page.fill("#token", token);
+  await page.click("#login-form button[type=submit]");
+  await page.locator("#board").waitFor({ state: "visible", timeout: WAIT_MS });
+  const report = await admin(
+    "PUT",
+    "/admin/components/hello-http?canary=30",
+    rebuilt(readFileSync(join(components, "hello-http.wasm")), "canary"),
+  );
+  const row = page.locator('#components tr[data-component="hello-http"]');
+  await row.locator(".canary", { hasText: `${report.version} (30 %` }).waitFor({ timeout: WAIT_MS });
+  await page.getByRole("button", { name: "Promote hello-http", exact: true }).click();
+  await page.locator("#confirm").waitFor({ state: "visible", timeout: WAIT_MS });
+  await page.click("#confirm-ok");
+  await page.waitForFunction(
+    (v) => {
+      const cell = document.querySelector('#components tr[data-component="hello-http"]').children[2];
+      return cell.textContent === v;
+    },
+    report.version,
+    { timeout: WAIT_MS },
+  );
+  const rollout = await admin("GET", "/admin/components/hello-http/rollout");
+  assert.equal(rollout.rollout.state, "promoted");
+  assert.equal(rollout.rollout.last_decision.reason, "manual");
+  await page.close();
+});
+
 test("axe-core finds no serious or critical violation", async () => {
   const page = await context.newPage();
   await page.goto(`${base}/dashboard`);
