@@ -49,6 +49,7 @@ test: components monitoring-check
     # third full compile to every CI run. Load figures come from `just loadtest`.
     "$CARGO_TARGET_DIR/debug/loadtest" smoke
     just test-browser
+    docs/render/render.sh --self-test
 
 # The dashboard in Debian's Chromium (playwright-core, axe-core; npm ci installs
 # them from the lock file and never a browser), on the host `cargo test` built.
@@ -66,6 +67,16 @@ loadtest *ARGS:
     components/build.sh --faults
     cargo build --release -p switchyard -p switchyard-loadtests --bins
     "$CARGO_TARGET_DIR/release/loadtest" {{ARGS}}
+
+# Regenerate docs/report.md (and its charts in docs/report/) from the newest run of
+# each scenario in loadtests/results/.
+report:
+    cargo run -q --release -p switchyard-loadtests --bin loadtest -- report --technical docs
+
+# Render every Mermaid diagram in docs/ to SVG (docs/render/out/); fails on one that
+# does not parse. Drives Debian's Chromium; npm never downloads a browser.
+docs:
+    docs/render/render.sh
 
 # Compare the latest load-test runs (also written to loadtests/results/report.md).
 loadtest-report:

@@ -26,5 +26,6 @@ pub mod report;
 pub mod scenarios;
 pub mod simulator;
 pub mod summary;
+pub mod techreport;
 pub mod thresholds;
 pub mod variant;

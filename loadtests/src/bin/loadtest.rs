@@ -20,7 +20,7 @@ use switchyard_loadtests::load::{self, DEFAULT_REQUEST_TIMEOUT, Recorder, StopFl
 use switchyard_loadtests::scenarios::{self, Context, Findings, Params, Scenario};
 use switchyard_loadtests::summary::{self, Summary};
 use switchyard_loadtests::thresholds::{Check, Thresholds};
-use switchyard_loadtests::{plot, report};
+use switchyard_loadtests::{plot, report, techreport};
 
 /// Longest run any flag may ask for; with the drain wait and start-up this
 /// bounds every invocation.
@@ -99,6 +99,10 @@ struct Cli {
     /// `report`: how many recent runs to compare.
     #[arg(long, default_value_t = report::DEFAULT_RUNS)]
     runs: usize,
+    /// `report`: write the technical report (report.md and its charts under
+    /// report/) into this directory instead, from the newest run of each scenario.
+    #[arg(long)]
+    technical: Option<PathBuf>,
 }
 
 /// The repository the command runs in: the nearest directory, from the
@@ -168,6 +172,11 @@ fn main() -> ExitCode {
 }
 
 fn write_report(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(dir) = &cli.technical {
+        techreport::write(&cli.results_dir, dir)?;
+        eprintln!("technical report written to {}", dir.join("report.md").display());
+        return Ok(());
+    }
     let runs = report::recent_runs(&cli.results_dir, cli.runs)?;
     let text = report::render(&runs);
     print!("{text}");
