@@ -24,7 +24,7 @@ fn purpose(scenario: &str) -> &'static str {
         "baseline" => "Orders at a steady open-model rate.",
         "mixed" => "Orders, reads and restocks, with a sku that sells out.",
         "spike" => "A ramp to several times the baseline rate and back.",
-        "stress" => "Rate steps until a threshold breaks: the knee.",
+        "stress" => "Scalability: rate steps of +100 rps until a threshold breaks; the knee is the last step held.",
         "soak" => "A long steady run: latency and memory drift.",
         "hotswap" => "The order handler redeployed every few seconds under load.",
         "canary" => "Four broken builds and a good one deployed as canaries under load.",
