@@ -202,13 +202,17 @@ async fn rollback_and_restart(host: TestHost) -> TestHost {
     assert_eq!(status, StatusCode::OK);
     let v2 = report["version"].as_str().unwrap().to_owned();
     assert_eq!(report["previous"], original.as_str());
+    assert_eq!(report["cached"], false, "a new build is compiled");
 
-    let (rolled, _) = host.admin(reqwest::Method::POST, "/admin/components/order-handler/rollback").await;
+    // Both versions were compiled in this process: rollbacks reuse the code.
+    let (rolled, report) = host.admin(reqwest::Method::POST, "/admin/components/order-handler/rollback").await;
     assert_eq!(rolled, StatusCode::OK);
+    assert_eq!(report["cached"], true, "{report}");
     assert_eq!(active_version(&host, "order-handler"), original, "rolled back to the previous version");
-    let (to_v2, _) =
+    let (to_v2, report) =
         host.admin(reqwest::Method::POST, &format!("/admin/components/order-handler/rollback?version={v2}")).await;
     assert_eq!(to_v2, StatusCode::OK);
+    assert_eq!(report["cached"], true, "{report}");
     assert_eq!(active_version(&host, "order-handler"), v2);
     let (_, details) = host.admin(reqwest::Method::GET, "/admin/components/order-handler").await;
     assert_eq!(details["version"], v2.as_str());

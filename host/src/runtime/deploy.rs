@@ -29,6 +29,9 @@ pub struct DeployReport {
     /// stable version beside it).
     pub previous: Option<String>,
     pub compile_ms: u64,
+    /// Whether the version's compiled code was still in memory (a rollback,
+    /// or a redeploy of a version seen before): no compilation then.
+    pub cached: bool,
     /// What the replaced version had done, for the watch that follows a
     /// plain deploy.
     #[serde(skip)]
@@ -133,6 +136,7 @@ impl Runtime {
             version: deployed.version.to_string(),
             previous: None,
             compile_ms: deployed.compile_ms,
+            cached: deployed.cached,
             previous_figures: None,
         };
         let digest = deployed.digest.clone();
@@ -187,6 +191,7 @@ impl Runtime {
                 version: deployed.version.to_string(),
                 previous: Some(stable.version.to_string()),
                 compile_ms: deployed.compile_ms,
+                cached: deployed.cached,
                 previous_figures: None,
             };
             self.registry.set_canary(name, Canary { deployed: Arc::new(deployed), weight, bytes });
@@ -233,6 +238,7 @@ impl Runtime {
             version: deployed.version.to_string(),
             previous: Some(old.version.to_string()),
             compile_ms: deployed.compile_ms,
+            cached: deployed.cached,
             previous_figures: Some(old.stats.snapshot()),
         })
     }

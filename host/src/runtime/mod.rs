@@ -10,6 +10,7 @@
 //! type leaves this module.
 
 mod admit;
+mod compiled;
 mod connector;
 mod deploy;
 pub mod engine;
@@ -67,6 +68,8 @@ pub struct Runtime {
     connector_linker: Linker<InvocationState>,
     proxy_linker: Linker<InvocationState>,
     registry: Registry,
+    /// Compiled code of recent versions, for fast rollbacks and redeploys.
+    compiled: Arc<compiled::CompiledCache>,
     /// Whether stores get fuel (`[runtime] fuel_metering`).
     fuel_metering: bool,
     /// One per component, kept across versions: a new build of a failing
@@ -135,6 +138,7 @@ impl Runtime {
             .collect();
         let runtime = Runtime {
             engine,
+            compiled: Arc::new(compiled::CompiledCache::new(compiled::COMPILED_VERSIONS)),
             sources,
             deploy_lock: tokio::sync::Mutex::new(()),
             keep_versions: config.admin.keep_versions,
@@ -204,10 +208,12 @@ impl Runtime {
             let engine = self.engine.clone();
             let linker = self.linker(component.world).clone();
             let db = self.db.clone();
+            let cache = self.compiled.clone();
             let fuel_metering = self.fuel_metering;
             tasks.spawn(async move {
                 let name = source.name.clone();
-                let compiler = registry::Compiler { engine: &engine, linker: &linker, db: &db, fuel_metering };
+                let compiler =
+                    registry::Compiler { engine: &engine, cache: &cache, linker: &linker, db: &db, fuel_metering };
                 registry::prepare(compiler, &source, bytes.into())
                     .await
                     .map_err(|err| anyhow::anyhow!("component {name}: {origin}: {err}"))
@@ -230,6 +236,7 @@ impl Runtime {
     fn compiler(&self, world: World) -> registry::Compiler<'_> {
         registry::Compiler {
             engine: &self.engine,
+            cache: &self.compiled,
             linker: self.linker(world),
             db: &self.db,
             fuel_metering: self.fuel_metering,

@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::compiled::CompiledCache;
 use super::figures::VersionStats;
 use super::outcome::Outcome;
 use super::state::InvocationState;
@@ -44,6 +45,8 @@ pub struct Deployed {
     pub(crate) limits: EffectiveLimits,
     pub(crate) pre: Prepared,
     pub(crate) compile_ms: u64,
+    /// Whether its code came from the compiled-version cache.
+    pub(crate) cached: bool,
     /// Cached metric handles of this version.
     pub(crate) metrics: ComponentMetrics,
     /// What this version has done: rollouts judge it by these.
@@ -315,6 +318,7 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
 /// component's world, and whether stores meter fuel.
 pub(crate) struct Compiler<'a> {
     pub engine: &'a Engine,
+    pub cache: &'a Arc<CompiledCache>,
     pub linker: &'a Linker<InvocationState>,
     pub db: &'a Database,
     pub fuel_metering: bool,
@@ -324,7 +328,7 @@ pub(crate) struct Compiler<'a> {
 /// smoke-instantiates one version of a component.
 /// The bytes are shared, not copied: the caller keeps them to store.
 pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Bytes) -> Result<Deployed, PrepareError> {
-    let Compiler { engine, linker, db, fuel_metering } = compiler;
+    let Compiler { engine, cache, linker, db, fuel_metering } = compiler;
     match bytes.get(..8) {
         Some(header) if header == COMPONENT_HEADER => {}
         Some(header) if header == CORE_MODULE_HEADER => return Err(PrepareError::CoreModule),
@@ -334,15 +338,24 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
     // Hashing a large upload is CPU work too: it runs beside the compile,
     // off the async threads.
     let compile = tokio::task::spawn_blocking({
-        let engine = engine.clone();
-        // `from_binary` only accepts wasm, never precompiled native code.
-        move || (digest(&bytes), Component::from_binary(&engine, &bytes))
+        let (engine, cache) = (engine.clone(), cache.clone());
+        move || {
+            let digest = digest(&bytes);
+            match cache.get(&digest) {
+                Some(compiled) => (digest, Ok(compiled), true),
+                // `from_binary` only accepts wasm, never precompiled native code.
+                None => {
+                    let compiled = Component::from_binary(&engine, &bytes);
+                    (digest, compiled, false)
+                }
+            }
+        }
     });
-    let (digest, compiled) = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
+    let (digest, compiled, cached) = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
         Err(_) => return Err(PrepareError::CompileTimeout(COMPILE_TIMEOUT.as_secs())),
         Ok(Err(join)) => return Err(PrepareError::Compile(format!("compiler task failed: {join}"))),
-        Ok(Ok((_, Err(err)))) => return Err(PrepareError::Compile(format!("{err:#}"))),
-        Ok(Ok((digest, Ok(compiled)))) => (digest, compiled),
+        Ok(Ok((_, Err(err), _))) => return Err(PrepareError::Compile(format!("{err:#}"))),
+        Ok(Ok((digest, Ok(compiled), cached))) => (digest, compiled, cached),
     };
     let compile_ms = started.elapsed().as_millis() as u64;
 
@@ -372,12 +385,14 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         limits: source.limits,
         pre,
         compile_ms,
+        cached,
         stats: VersionStats::default(),
         last_outcome: AtomicU8::new(0),
     };
     smoke_instantiate(engine, db, fuel_metering, &deployed)
         .await
         .map_err(|err| PrepareError::Start(format!("{err:#}")))?;
+    cache.insert(&deployed.digest, compiled);
     Ok(deployed)
 }
 
