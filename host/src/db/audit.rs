@@ -71,11 +71,25 @@ impl Database {
         let at = self.now_millis();
         let _gate = self.write_permit().await?;
         let mut tx = self.pool().begin().await?;
+        self.append_audit(&mut tx, at, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends `entry` inside `tx`, which the caller commits: an event and
+    /// the change it records commit together. The caller holds the write
+    /// permit.
+    pub(crate) async fn append_audit(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        at: i64,
+        entry: &AuditEntry,
+    ) -> Result<(), DbError> {
         if self.backend() == Backend::Postgres {
-            sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE").execute(&mut **tx).await?;
         }
         let last =
-            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
         let (seq, prev_hash) = match last {
             Some(row) => (row.try_get::<i64, _>("seq")? + 1, row.try_get::<String, _>("hash")?),
             None => (1, GENESIS.to_owned()),
@@ -95,9 +109,8 @@ impl Database {
         .bind(entry.reason.as_deref())
         .bind(&prev_hash)
         .bind(&hash)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::audit::AuditEntry;
 use super::{Database, DbError};
 
 /// One accepted deploy or rollback.
@@ -15,21 +16,36 @@ pub struct DeploymentRow {
     pub deployed_at: i64,
 }
 
+/// A version being recorded as deployed.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeployment<'a> {
+    pub component: &'a str,
+    /// Full sha256 of `bytes`.
+    pub digest: &'a str,
+    pub bytes: &'a [u8],
+    /// config | deploy | rollback | promote
+    pub action: &'a str,
+    pub actor: &'a str,
+}
+
 impl Database {
     /// Stores a version (idempotent), records it as deployed, and prunes
-    /// stored versions beyond the `keep` most recently deployed ones.
+    /// stored versions beyond the `keep` most recently deployed ones; with
+    /// `audit`, appends that event in the same transaction (one write, and
+    /// no deployment without its audit row).
     pub async fn record_deployment(
         &self,
-        component: &str,
-        digest: &str,
-        bytes: &[u8],
-        action: &str,
-        actor: &str,
+        deployment: &NewDeployment<'_>,
         keep: usize,
+        audit: Option<&AuditEntry>,
     ) -> Result<(), DbError> {
+        let NewDeployment { component, digest, bytes, action, actor } = *deployment;
         let now = self.now_millis();
         let _gate = self.write_permit().await?;
         let mut tx = self.pool().begin().await?;
+        if let Some(entry) = audit {
+            self.append_audit(&mut tx, now, entry).await?;
+        }
         sqlx::query(
             "INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (component, digest) DO NOTHING",

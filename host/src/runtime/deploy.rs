@@ -16,7 +16,7 @@ use super::figures::Figures;
 use super::registry::{self, Canary, PrepareError};
 use crate::db::DbError;
 use crate::db::audit::AuditEntry;
-use crate::db::deployments::DeploymentRow;
+use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::telemetry::metrics::{DEPLOYMENTS, ROLLOUT_WEIGHT, VERSION_INFO};
 
 /// What an accepted deploy or rollback did.
@@ -86,7 +86,7 @@ impl Runtime {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let size = bytes.len();
         let result = self.prepare_and_swap(name, bytes, actor, "deploy").await;
-        self.audit_attempt("deploy", name, actor, &result, Some(size)).await;
+        self.audit_attempt("deploy", name, actor, &result, Some(size), Written::WithDeployment).await;
         result
     }
 
@@ -114,7 +114,7 @@ impl Runtime {
                 self.prepare_and_swap(name, Bytes::from(bytes), actor, "rollback").await
             }
             .await;
-        self.audit_attempt("rollback", name, actor, &result, None).await;
+        self.audit_attempt("rollback", name, actor, &result, None, Written::WithDeployment).await;
         result
     }
 
@@ -129,8 +129,11 @@ impl Runtime {
         let compiler = self.compiler(source.world);
         let deployed = registry::prepare(compiler, source, bytes.clone()).await?;
         // Stored before it serves: a restart or another replica must find
-        // the bytes of whatever is active.
-        self.db.record_deployment(name, &deployed.digest, &bytes, action, actor, self.keep_versions).await?;
+        // the bytes of whatever is active. Its audit row commits with it.
+        let reason = (action == "deploy").then(|| format!("{} bytes", bytes.len()));
+        let entry = accepted(action, name, actor, &deployed.version, reason);
+        let deployment = NewDeployment { component: name, digest: &deployed.digest, bytes: &bytes, action, actor };
+        self.db.record_deployment(&deployment, self.keep_versions, Some(&entry)).await?;
         let report = DeployReport {
             name: name.to_owned(),
             version: deployed.version.to_string(),
@@ -206,7 +209,7 @@ impl Runtime {
             Ok(report)
         }
         .await;
-        self.audit_attempt("canary", name, actor, &result, Some(size)).await;
+        self.audit_attempt("canary", name, actor, &result, Some(size), Written::NotYet).await;
         result
     }
 
@@ -221,7 +224,9 @@ impl Runtime {
         let serving = self.registry.serving(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
         let canary = serving.canary.ok_or_else(|| DeployError::NoCanary(name.to_owned()))?;
         let deployed = canary.deployed;
-        self.db.record_deployment(name, &deployed.digest, &canary.bytes, "promote", actor, self.keep_versions).await?;
+        let deployment =
+            NewDeployment { component: name, digest: &deployed.digest, bytes: &canary.bytes, action: "promote", actor };
+        self.db.record_deployment(&deployment, self.keep_versions, None).await?;
         self.registry.set_stable(deployed.clone());
         let old = &serving.stable;
         self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &old.version)]).set(0.0);
@@ -263,6 +268,8 @@ impl Runtime {
         })
     }
 
+    /// Counts the attempt and audits it, unless an accepted one's row was
+    /// already written with its deployment.
     async fn audit_attempt(
         &self,
         action: &str,
@@ -270,28 +277,30 @@ impl Runtime {
         actor: &str,
         result: &Result<DeployReport, DeployError>,
         size: Option<usize>,
+        written: Written,
     ) {
-        let (outcome, version, reason) = match result {
-            Ok(report) => ("accepted", Some(report.version.clone()), size.map(|s| format!("{s} bytes"))),
-            Err(err) => ("rejected", None, Some(err.to_string())),
-        };
-        let label = match (action, outcome) {
-            ("rollback", "accepted") => "rollback",
-            (_, outcome) => outcome,
+        let label = match (action, result.is_ok()) {
+            ("rollback", true) => "rollback",
+            (_, true) => "accepted",
+            (_, false) => "rejected",
         };
         if self.sources.contains_key(name) {
             self.metrics.counter(DEPLOYMENTS, &[("component", name), ("result", label)]).increment(1);
         }
-        if let Err(err) = &result {
-            tracing::warn!(component = name, actor, action, error = %err, "deploy refused");
-        }
-        let entry = AuditEntry {
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            component: Some(name.to_owned()),
-            version,
-            result: outcome.to_owned(),
-            reason,
+        let entry = match result {
+            Ok(_) if written == Written::WithDeployment => return,
+            Ok(report) => accepted(action, name, actor, &report.version, size.map(|s| format!("{s} bytes"))),
+            Err(err) => {
+                tracing::warn!(component = name, actor, action, error = %err, "deploy refused");
+                AuditEntry {
+                    actor: actor.to_owned(),
+                    action: action.to_owned(),
+                    component: Some(name.to_owned()),
+                    version: None,
+                    result: "rejected".to_owned(),
+                    reason: Some(err.to_string()),
+                }
+            }
         };
         if let Err(err) = self.db.audit(&entry).await {
             tracing::error!(error = %err, component = name, action, "cannot write the audit log");
@@ -313,5 +322,26 @@ impl Runtime {
             stored_versions: self.db.stored_versions(name).await?,
             history,
         }))
+    }
+}
+
+/// Where an accepted attempt's audit row goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// In the deployment's own transaction (deploys, rollbacks).
+    WithDeployment,
+    /// Not yet: the attempt writes it (a canary is no deployment).
+    NotYet,
+}
+
+/// The audit row of an accepted deploy, rollback or canary.
+fn accepted(action: &str, name: &str, actor: &str, version: &str, reason: Option<String>) -> AuditEntry {
+    AuditEntry {
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        component: Some(name.to_owned()),
+        version: Some(version.to_owned()),
+        result: "accepted".to_owned(),
+        reason,
     }
 }

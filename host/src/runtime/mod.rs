@@ -35,6 +35,7 @@ use crate::capabilities;
 use crate::clock::SharedClock;
 use crate::config::{Config, World};
 use crate::db::Database;
+use crate::db::deployments::NewDeployment;
 use crate::resilience::{Admission, CircuitBreaker};
 use crate::telemetry::metrics::Metrics;
 
@@ -199,7 +200,17 @@ impl Runtime {
                 Some(_) => (file_bytes, path.display().to_string()),
                 None => {
                     self.db
-                        .record_deployment(name, &file_digest, &file_bytes, "config", "config", self.keep_versions)
+                        .record_deployment(
+                            &NewDeployment {
+                                component: name,
+                                digest: &file_digest,
+                                bytes: &file_bytes,
+                                action: "config",
+                                actor: "config",
+                            },
+                            self.keep_versions,
+                            None,
+                        )
                         .await?;
                     (file_bytes, path.display().to_string())
                 }
