@@ -45,6 +45,16 @@ version_of() {
     "$@"
 }
 
+# version_matching PATTERN COMMAND...: the first line of COMMAND's output that
+# matches PATTERN, whatever its exit status (`wrk -v` exits 1; Debian's
+# chromium wrapper may print a shell warning first).
+version_matching() {
+    local pattern=$1
+    shift
+    has "$1" || return 1
+    { "$@" 2>&1 || true; } | grep -m1 -E "$pattern"
+}
+
 echo "Prerequisites (used by: run = just run, test = just test, bench = just bench*, loadtest = just loadtest)"
 check cargo "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of cargo --version
 check rustc "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of rustc --version
@@ -55,8 +65,8 @@ check python3 "test" "apt-get install python3" version_of python3 --version
 check promtool "test" "apt-get install prometheus" version_of promtool --version
 check node "test" "apt-get install nodejs npm" version_of node --version
 check npm "test" "apt-get install nodejs npm" version_of npm --version
-check chromium "test" "apt-get install chromium" version_of chromium --version
-check wrk "bench" "apt-get install wrk" version_of wrk -v
+check chromium "test" "apt-get install chromium" version_matching '^Chromium' chromium --version
+check wrk "bench" "apt-get install wrk" version_matching '^wrk' wrk -v
 check "wasmtime (optional)" "bench" "cargo install wasmtime-cli --locked --version 48.0.8" version_of wasmtime --version
 
 # PostgreSQL: the integration tests run their PostgreSQL variants when
