@@ -171,18 +171,21 @@ function render(snapshot) {
   const problems = snapshot.problems && snapshot.problems.length ? ` · ${snapshot.problems.join("; ")}` : "";
   say(`Live · updated ${fmt.time(snapshot.at)}${problems}`);
 
+  // Rows are kept and their cells updated, and a row's buttons are rebuilt
+  // only when what they can do changes: keyboard focus on a button
+  // survives the once-a-second update.
   const body = $("#components tbody");
-  body.replaceChildren();
   for (const c of snapshot.components) {
     const last = c.last;
-    const row = document.createElement("tr");
-    row.dataset.component = c.name;
-    const name = document.createElement("th");
-    name.scope = "row";
-    name.textContent = c.name;
-    row.appendChild(name);
-    cell(row, c.world);
-    const version = cell(row, c.version, "version");
+    const row = componentRow(body, c.name);
+    const cells = row.children;
+    const update = (index, text, className = "") => {
+      cells[index].textContent = text;
+      cells[index].className = className;
+      return cells[index];
+    };
+    update(1, c.world);
+    const version = update(2, c.version, "version");
     if (c.canary) {
       const canary = document.createElement("span");
       canary.className = "canary";
@@ -194,16 +197,15 @@ function render(snapshot) {
       watch.textContent = " (watched)";
       version.appendChild(watch);
     }
-    cell(row, last ? fmt.int(last.calls) : "—", "num calls");
-    cell(row, errorsText(last), last && last.errors ? "errors-some" : "");
-    cell(row, last && last.calls ? fmt.ms(last.p50_ms) : "—", "num");
-    cell(row, last && last.calls ? fmt.ms(last.p99_ms) : "—", "num");
-    cell(row, last && last.calls ? fmt.int(last.fuel_per_call) : "—", "num");
+    update(3, last ? fmt.int(last.calls) : "—", "num calls");
+    update(4, errorsText(last), last && last.errors ? "errors-some" : "");
+    update(5, last && last.calls ? fmt.ms(last.p50_ms) : "—", "num");
+    update(6, last && last.calls ? fmt.ms(last.p99_ms) : "—", "num");
+    update(7, last && last.calls ? fmt.int(last.fuel_per_call) : "—", "num");
     const breaker = c.breaker ? `${c.breaker.state.replace("_", "-")} · ${c.breaker.trips} trips` : "—";
-    cell(row, breaker, c.breaker ? `state-${c.breaker.state}` : "");
-    cell(row, c.admission ? `${c.admission.running} running · ${c.admission.queued} queued` : "—");
-    actions(cell(row, "", "actions"), c);
-    body.appendChild(row);
+    update(8, breaker, c.breaker ? `state-${c.breaker.state}` : "");
+    update(9, c.admission ? `${c.admission.running} running · ${c.admission.queued} queued` : "—");
+    actions(cells[10], c);
     chart(c);
   }
 
@@ -239,8 +241,28 @@ function render(snapshot) {
   }
 }
 
+// The component's row, made with its name and empty cells the first time.
+function componentRow(body, name) {
+  const existing = [...body.rows].find((r) => r.dataset.component === name);
+  if (existing) return existing;
+  const row = document.createElement("tr");
+  row.dataset.component = name;
+  const th = document.createElement("th");
+  th.scope = "row";
+  th.textContent = name;
+  row.appendChild(th);
+  for (let i = 1; i <= 10; i++) cell(row, "");
+  body.appendChild(row);
+  return row;
+}
+
 function actions(td, component) {
   const running = component.rollout && ["canary", "watching"].includes(component.rollout.state);
+  const key = running ? `${component.rollout.state} ${component.rollout.version}` : "";
+  td.className = "actions";
+  if (td.dataset.key === key && td.childElementCount > 0) return;
+  td.dataset.key = key;
+  td.replaceChildren();
   const add = (label, what, path, danger) => {
     const button = document.createElement("button");
     button.type = "button";

@@ -215,8 +215,17 @@ test("every component shows its version and calls; a deploy appears and a rollba
   );
   await page.locator("#history tbody tr", { hasText: report.version }).first().waitFor({ timeout: WAIT_MS });
 
+  // Keyboard focus on a button outlives the once-a-second updates.
+  const rollBack = page.getByRole("button", { name: "Roll back hello", exact: true });
+  await rollBack.focus();
+  const updated = await page.locator("#status").innerText();
+  await page.waitForFunction((before) => document.querySelector("#status").textContent !== before, updated, {
+    timeout: WAIT_MS,
+  });
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute("aria-label")), "Roll back hello");
+
   // Roll back, through the confirmation.
-  await page.getByRole("button", { name: "Roll back hello", exact: true }).click();
+  await rollBack.click();
   const dialog = page.locator("#confirm");
   await dialog.waitFor({ state: "visible", timeout: WAIT_MS });
   assert.match(await page.locator("#confirm-text").innerText(), /roll hello back/);
