@@ -271,6 +271,35 @@ pub struct ComponentConfig {
     /// plain deploy is watched.
     #[serde(default)]
     pub rollout: RolloutConfig,
+    /// `wasi-http` components only: keep instances warm between requests
+    /// instead of a fresh one per request (the default, without this table).
+    #[serde(default)]
+    pub reuse: Option<ReuseConfig>,
+}
+
+/// `[components.NAME.reuse]`: one instance serves several requests, one
+/// after another. Fuel, the deadline and the outcome stay per request; the
+/// memory limit applies to the instance; a failed request retires it.
+/// What one request leaves in the instance's memory, the next one sees.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReuseConfig {
+    /// Requests one instance serves before it is retired.
+    pub max_requests: u32,
+    /// Requests one instance serves at once. A `wasi:http` 0.2 guest's
+    /// `handle` runs to its end before its instance can take the next
+    /// request, so for 0.2 components this is 1 whatever it says, as in
+    /// `wasmtime serve`.
+    pub max_concurrent: u32,
+    /// How long an instance waits idle for a request before it is dropped.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ReuseConfig {
+    /// `wasmtime serve`'s defaults for instances that are reused.
+    fn default() -> Self {
+        ReuseConfig { max_requests: 128, max_concurrent: 1, idle_timeout_ms: 1_000 }
+    }
 }
 
 /// `[components.NAME.rollout]`: the steps of a canary and the thresholds
@@ -626,6 +655,18 @@ impl Config {
             if let Err(problem) = component.rollout.validate() {
                 bail!("component {name}: {problem}");
             }
+            if let Some(reuse) = &component.reuse {
+                if component.world != World::WasiHttp {
+                    bail!(
+                        "component {name}: reuse applies to wasi-http components only; a {} component gets a \
+                         fresh instance per invocation, which its unit of work depends on",
+                        component.world.as_str()
+                    );
+                }
+                if reuse.max_requests == 0 || reuse.max_concurrent == 0 || reuse.idle_timeout_ms == 0 {
+                    bail!("component {name}: reuse.max_requests, max_concurrent and idle_timeout_ms must be positive");
+                }
+            }
             if component.world == World::Connector
                 && let Some(value) = component.config.get(TRANSPORT_TIMEOUT_KEY)
             {
@@ -883,6 +924,31 @@ mod tests {
         let config = with("steps = [10, 100]\nstep_ms = 5_000").unwrap();
         assert_eq!(config.components["app"].rollout.steps, [10, 100]);
         assert_eq!(config.components["app"].rollout.min_invocations, 50, "unset keys keep their defaults");
+    }
+
+    #[test]
+    fn reuse_is_for_wasi_http_components_and_fills_its_defaults() {
+        let err = parse(&format!("{MINIMAL}\n[components.app.reuse]\nmax_requests = 8\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("reuse applies to wasi-http components only"), "{err:#}");
+        let http = |reuse: &str| {
+            parse(&format!(
+                "[components.web]\npath = \"web.wasm\"\nworld = \"wasi-http\"\n[components.web.reuse]\n{reuse}\n\
+                 [[routes]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\ncomponent = \"web\"\n"
+            ))
+        };
+        let config = http("max_requests = 8").unwrap();
+        let reuse = config.components["web"].reuse.unwrap();
+        assert_eq!(reuse, ReuseConfig { max_requests: 8, ..ReuseConfig::default() });
+        assert_eq!((reuse.max_concurrent, reuse.idle_timeout_ms), (1, 1_000));
+        for (reuse, expected) in [
+            ("max_requests = 0", "must be positive"),
+            ("idle_timeout_ms = 0", "must be positive"),
+            ("keep = true", "unknown field"),
+        ] {
+            let err = http(reuse).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{reuse}: {err:#}");
+        }
+        assert_eq!(parse(MINIMAL).unwrap().components["app"].reuse, None, "off unless configured");
     }
 
     #[test]

@@ -16,30 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::{ADMIN_TOKEN, Backend, TestHost, component_bytes, deploy};
-
-/// The same component with a custom section appended: identical behaviour,
-/// a different content hash — a second version to swap to.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"switchyard-test-variant";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0x00); // custom section id
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        if size == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
+use common::{ADMIN_TOKEN, Backend, TestHost, component_bytes, deploy, variant};
 
 fn active_version(host: &TestHost, name: &str) -> String {
     host.runtime.registry().list().into_iter().find(|c| c.name == name).unwrap().version

@@ -35,6 +35,11 @@ impl UnitOfWork {
         Self { db, component, request_id, tx: None, _write_permit: None, enqueued: false }
     }
 
+    /// A new, unbegun unit of work of the same component, for `request_id`.
+    pub fn renewed(&self, request_id: Arc<str>) -> Self {
+        Self::new(self.db.clone(), self.component.clone(), request_id)
+    }
+
     async fn tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
         if self.tx.is_none() {
             self._write_permit = self.db.write_permit().await?;

@@ -17,7 +17,7 @@ use super::Runtime;
 use super::outcome::{Cost, DeadlineExceeded, Outcome, OutcomeRecord, classify};
 use super::registry::Deployed;
 use super::state::InvocationState;
-use super::store::{Budget, new_store};
+use super::store::{Budget, new_store, renew_store};
 use crate::config::World;
 use crate::db::UnitOfWork;
 
@@ -50,11 +50,14 @@ pub(crate) trait Call {
     ) -> impl Future<Output = wasmtime::Result<Self::Output>> + Send;
 }
 
-/// A fresh store for one call, with the budget it was given.
+/// A store for one call, with the budget it was given: fresh, or a kept
+/// one renewed (`reuse.rs`).
 pub(crate) struct Sandbox {
     store: wasmtime::Result<Store<InvocationState>>,
     fuel: Option<u64>,
     timeout: Duration,
+    /// Whether the store is handed back after a call that went well.
+    keep: bool,
 }
 
 /// A finished call, before its result is interpreted.
@@ -64,12 +67,19 @@ pub(crate) struct Execution<R> {
     pub unit_of_work: Option<UnitOfWork>,
     pub cost: Cost,
     pub memory_exceeded: bool,
+    /// The store, after a call that went well, when it is kept for reuse.
+    pub store: Option<Store<InvocationState>>,
 }
 
 impl Sandbox {
     /// The store, to set up what the call is given (or why there is none).
     pub(crate) fn store(&mut self) -> wasmtime::Result<&mut Store<InvocationState>> {
         self.store.as_mut().map_err(|err| wasmtime::Error::msg(format!("{err:#}")))
+    }
+
+    /// Hands the store back after a call that goes well, for reuse.
+    pub(crate) fn keeping_store(self, keep: bool) -> Sandbox {
+        Sandbox { keep, ..self }
     }
 
     /// Calls `pre`'s export within the deadline, then reads what it cost.
@@ -82,19 +92,22 @@ impl Sandbox {
                     unit_of_work: None,
                     cost: Cost::default(),
                     memory_exceeded: false,
+                    store: None,
                 };
             }
         };
         let result = within_deadline(self.timeout, pre.call(&mut store, input)).await;
         let fuel_consumed = self.fuel.map_or(0, |budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
-        let state = store.into_data();
+        let state = store.data_mut();
         state.log_guest_output();
-        Execution {
-            result,
-            cost: Cost { fuel_consumed, memory_peak: state.limiter.peak },
-            memory_exceeded: state.limiter.exceeded,
-            unit_of_work: Some(state.into_unit_of_work()),
-        }
+        let cost = Cost { fuel_consumed, memory_peak: state.limiter.peak };
+        let memory_exceeded = state.limiter.exceeded;
+        let (unit_of_work, store) = if self.keep && result.is_ok() {
+            (state.take_unit_of_work(), Some(store))
+        } else {
+            (store.into_data().into_unit_of_work(), None)
+        };
+        Execution { result, cost, memory_exceeded, unit_of_work: Some(unit_of_work), store }
     }
 }
 
@@ -112,7 +125,21 @@ impl Runtime {
         let timeout = Duration::from_millis(deployed.limits.timeout_ms);
         let state = InvocationState::for_call(&self.db, &deployed.context, deployed.limits.memory_bytes, request_id);
         let store = new_store(&self.engine, state, Budget { fuel, deadline: Instant::now() + timeout });
-        Sandbox { store, fuel, timeout }
+        Sandbox { store, fuel, timeout, keep: false }
+    }
+
+    /// A kept store of `deployed`, renewed for one more call; kept again
+    /// after it if the call goes well.
+    pub(crate) fn resumed_sandbox(
+        &self,
+        deployed: &Deployed,
+        request_id: &Arc<str>,
+        store: Store<InvocationState>,
+    ) -> Sandbox {
+        let fuel = self.fuel_metering.then_some(deployed.limits.fuel);
+        let timeout = Duration::from_millis(deployed.limits.timeout_ms);
+        let store = renew_store(store, request_id, Budget { fuel, deadline: Instant::now() + timeout });
+        Sandbox { store, fuel, timeout, keep: true }
     }
 }
 

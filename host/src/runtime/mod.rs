@@ -6,6 +6,8 @@
 //! once, at load time; a call then only instantiates a pre-linked component
 //! in a fresh `Store` (`store.rs`) and calls it through the path of its
 //! world (`handler.rs`, `connector.rs`, `proxy.rs`, sharing `invoke.rs`).
+//! A `wasi-http` component may instead keep its instances between requests
+//! (`reuse.rs`), with fuel, deadline and outcome still per request.
 //! Callers see plain request, response, body and outcome types; no wasmtime
 //! type leaves this module.
 
@@ -21,6 +23,7 @@ mod outbound;
 mod outcome;
 mod proxy;
 pub mod registry;
+mod reuse;
 pub(crate) mod state;
 mod store;
 
@@ -125,6 +128,10 @@ impl Runtime {
             .components
             .iter()
             .map(|(name, component)| {
+                let warm = component.reuse.filter(|_| component.world == World::WasiHttp).map(|reuse| {
+                    let capacity = config.admission_for(component).max_concurrency;
+                    reuse::WarmPool::start(name, &reuse, capacity, clock.clone(), &metrics)
+                });
                 let source = registry::Source {
                     name: name.clone(),
                     world: component.world,
@@ -133,6 +140,7 @@ impl Runtime {
                     connectors: connectors.clone(),
                     allowed_hosts: component.allowed_hosts.clone(),
                     metrics: metrics.clone(),
+                    warm,
                 };
                 (name.clone(), source)
             })

@@ -22,8 +22,8 @@ use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
@@ -32,6 +32,7 @@ use super::admit::Rejection;
 use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
 use super::registry::Prepared;
+use super::reuse::{Retired, Warm};
 use super::state::InvocationState;
 use crate::config::World;
 
@@ -115,14 +116,20 @@ impl Drop for ProxyBody {
 /// response goes to, already in the store's table (or why they are not).
 pub(crate) type ProxyCall = wasmtime::Result<(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>)>;
 
+/// Called with the request, on a kept instance when there is one (else it
+/// instantiates); returns the instance, for reuse.
 impl Call for ProxyPre<InvocationState> {
-    type Input = ProxyCall;
-    type Output = ();
+    type Input = (ProxyCall, Option<Proxy>);
+    type Output = Proxy;
 
-    async fn call(&self, store: &mut Store<InvocationState>, call: ProxyCall) -> wasmtime::Result<()> {
+    async fn call(&self, store: &mut Store<InvocationState>, (call, kept): Self::Input) -> wasmtime::Result<Proxy> {
         let (request, outparam) = call?;
-        let proxy = self.instantiate_async(&mut *store).await?;
-        proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, outparam).await
+        let proxy = match kept {
+            Some(proxy) => proxy,
+            None => self.instantiate_async(&mut *store).await?,
+        };
+        proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, outparam).await?;
+        Ok(proxy)
     }
 }
 
@@ -149,7 +156,7 @@ impl Runtime {
             Ok(admitted) => admitted,
             Err((record, rejection)) => return Ok(ProxyReply::Finished { record, rejection: Some(rejection) }),
         };
-        let mut sandbox = self.sandbox(&deployed, &request_id);
+        let (mut sandbox, kept, lease) = self.proxy_sandbox(&deployed, &request_id);
         // The status the guest answered with, for the outcome; 0 until set.
         let status = Arc::new(AtomicU16::new(0));
         let (sender, mut receiver) = oneshot::channel();
@@ -181,9 +188,12 @@ impl Runtime {
             async move {
                 let name = &*deployed.context.name;
                 let execution = tokio::select! {
-                    execution = sandbox.execute(&pre, call) => execution,
+                    execution = sandbox.execute(&pre, (call, kept)) => execution,
                     Ok(()) = gone => {
                         tracing::info!(component = name, request_id = &*request_id, "client went away; guest stopped");
+                        if let Some(lease) = lease {
+                            lease.retire(Retired::Stopped);
+                        }
                         admitted.settle(true);
                         let status = Some(status.load(Ordering::Relaxed)).filter(|s| *s != 0);
                         return deployed.finish(&request_id, Outcome::Error, started, Cost::default(), status);
@@ -192,7 +202,7 @@ impl Runtime {
                 let status = status.load(Ordering::Relaxed);
                 let outcome = match &execution.result {
                     Err(err) => deployed.failed(&request_id, err, execution.memory_exceeded),
-                    Ok(()) if status == 0 => {
+                    Ok(_) if status == 0 => {
                         tracing::warn!(
                             component = name,
                             request_id = &*request_id,
@@ -200,11 +210,18 @@ impl Runtime {
                         );
                         Outcome::Error
                     }
-                    Ok(()) if status >= 500 => Outcome::Error,
-                    Ok(()) => Outcome::Ok,
+                    Ok(_) if status >= 500 => Outcome::Error,
+                    Ok(_) => Outcome::Ok,
                 };
                 // Proxy components hold no Switchyard state; nothing to commit.
                 let _ = settle(execution.unit_of_work, false, name, &request_id).await;
+                // Kept only after a call that went well; else the lease, dropped
+                // here, retires the instance.
+                if let (Ok(proxy), Some(store), Some(lease), Some(pool)) =
+                    (execution.result, execution.store, lease, &deployed.warm)
+                {
+                    pool.give_back(&deployed, Warm { store, proxy, lease });
+                }
                 admitted.settle(canary || !outcome.is_fault());
                 let status = (status != 0).then_some(status);
                 deployed.finish(&request_id, outcome, started, execution.cost, status)

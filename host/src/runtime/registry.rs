@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -19,6 +19,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::compiled::CompiledCache;
 use super::figures::VersionStats;
 use super::outcome::Outcome;
+use super::reuse::{WarmPool, next_serial};
 use super::state::InvocationState;
 use super::store::{Budget, new_store};
 use crate::capabilities::ComponentContext;
@@ -53,6 +54,12 @@ pub struct Deployed {
     pub(crate) stats: VersionStats,
     /// Index + 1 into `Outcome::ALL` of the latest outcome; 0 for none.
     last_outcome: AtomicU8,
+    /// This prepared version's number, unique in the process.
+    pub(crate) serial: u64,
+    /// The component's warm instances, when it reuses them.
+    pub(crate) warm: Option<Arc<WarmPool>>,
+    /// Set when it stops serving: its instances are not kept after that.
+    pub(crate) retired: AtomicBool,
 }
 
 impl Deployed {
@@ -62,6 +69,15 @@ impl Deployed {
         self.stats.record(outcome, latency, fuel, memory_peak);
         self.last_outcome.store(i as u8 + 1, Ordering::Relaxed);
         self.metrics.record(i, outcome != Outcome::Rejected, latency, fuel, memory_peak);
+    }
+
+    /// No longer serving: its idle instances go, and busy ones are not
+    /// kept after their calls.
+    fn retire(&self) {
+        match &self.warm {
+            Some(pool) => pool.retire_version(self),
+            None => self.retired.store(true, Ordering::Relaxed),
+        }
     }
 
     /// The most recent outcome, if any.
@@ -94,6 +110,10 @@ pub(crate) struct Canary {
 }
 
 impl Serving {
+    fn versions(&self) -> impl Iterator<Item = &Arc<Deployed>> {
+        std::iter::once(&self.stable).chain(self.canary.as_ref().map(|canary| &canary.deployed))
+    }
+
     /// The version an invocation goes to: the canary for `weight` % of them,
     /// and always the same one for the same key.
     fn pick(&self, key: Option<&str>) -> &Arc<Deployed> {
@@ -227,20 +247,23 @@ impl Registry {
 
     /// Applies `change` to `name`'s entry in one atomic step; false (and no
     /// change) when it returns `None`.
+    /// Versions the change takes out of service are retired.
     fn update(&self, name: &str, change: impl Fn(Option<&Serving>) -> Option<Serving>) -> bool {
-        let mut changed = false;
+        // The closure may run more than once; its last run is the change made.
+        let mut changed = None;
         self.components.rcu(|current| {
             let mut next = HashMap::clone(current);
-            changed = match change(current.get(name)) {
-                Some(serving) => {
-                    next.insert(name.to_owned(), serving);
-                    true
-                }
-                None => false,
-            };
+            changed = change(current.get(name)).map(|serving| {
+                next.insert(name.to_owned(), serving.clone());
+                (current.get(name).cloned(), serving)
+            });
             next
         });
-        changed
+        let Some((before, after)) = changed else { return false };
+        for gone in before.iter().flat_map(Serving::versions).filter(|v| !after.versions().any(|a| Arc::ptr_eq(a, v))) {
+            gone.retire();
+        }
+        true
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -282,6 +305,8 @@ pub(crate) struct Source {
     pub connectors: Arc<BTreeSet<String>>,
     pub allowed_hosts: Vec<String>,
     pub metrics: Arc<Metrics>,
+    /// The component's warm instances, when it reuses them.
+    pub warm: Option<Arc<WarmPool>>,
 }
 
 /// Why bytes could not become a running component. Each is the uploader's
@@ -388,6 +413,9 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         cached,
         stats: VersionStats::default(),
         last_outcome: AtomicU8::new(0),
+        serial: next_serial(),
+        warm: source.warm.clone(),
+        retired: AtomicBool::new(false),
     };
     smoke_instantiate(engine, db, fuel_metering, &deployed)
         .await

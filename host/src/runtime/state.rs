@@ -2,9 +2,12 @@
 //!
 //! Each invocation gets a fresh [`InvocationState`]: the component's identity
 //! and settings, the request id for logs, its unit of work, the resources the
-//! guest opened, and the memory limiter that also measures peak memory.
+//! guest opened, and the memory limiter that also measures peak memory. A
+//! reused instance (`reuse.rs`) keeps its state, and [`InvocationState::next_call`]
+//! renews what belongs to one call.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -30,6 +33,8 @@ pub struct InvocationState {
     /// Guest-held resources such as open key-value buckets.
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// When the epoch callback stops the current call.
+    pub(crate) deadline: Instant,
     /// Built on first use: guests compiled against WASI (the standard
     /// `wasm32-wasip2` route) import it, ours do not, and an unused context
     /// would cost every request an OS random seed.
@@ -58,6 +63,8 @@ impl InvocationState {
             unit_of_work,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
+            // Already passed until `store::new_store` sets the call's own.
+            deadline: Instant::now(),
             wasi: None,
             output: None,
             http: WasiHttpCtx::new(),
@@ -71,17 +78,47 @@ impl InvocationState {
         self.unit_of_work
     }
 
-    /// Logs what the guest wrote to stdout and stderr, a line at a time,
-    /// under the component's name and the request id.
-    pub(crate) fn log_guest_output(&self) {
-        let Some(output) = &self.output else { return };
-        for (stream, pipe) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+    /// The finished call's unit of work, leaving an unused one in its place
+    /// for the store to keep.
+    pub(crate) fn take_unit_of_work(&mut self) -> UnitOfWork {
+        let unused = self.unit_of_work.renewed(self.request_id.clone());
+        std::mem::replace(&mut self.unit_of_work, unused)
+    }
+
+    /// Makes a kept store's state that of a new call: its request id, a
+    /// unit of work of its own, its deadline, and no memory refusal yet.
+    /// Memory, the guest's resources and its WASI context stay.
+    pub(crate) fn next_call(&mut self, request_id: &Arc<str>, deadline: Instant) {
+        self.request_id = request_id.clone();
+        self.unit_of_work = self.unit_of_work.renewed(request_id.clone());
+        self.outbound = OutboundPolicy::new(self.component.clone(), request_id.clone());
+        self.limiter.exceeded = false;
+        self.deadline = deadline;
+    }
+
+    /// Logs what the guest wrote to stdout and stderr since the last time,
+    /// a line at a time, under the component's name and the request id.
+    pub(crate) fn log_guest_output(&mut self) {
+        let Some(output) = &mut self.output else { return };
+        let (component, request_id) = (&*self.component.name, &*self.request_id);
+        let [stdout_logged, stderr_logged] = &mut output.logged;
+        for (stream, pipe, logged) in
+            [("stdout", &output.stdout, stdout_logged), ("stderr", &output.stderr, stderr_logged)]
+        {
             let contents = pipe.contents();
-            for line in String::from_utf8_lossy(&contents).lines().filter(|line| !line.is_empty()) {
-                let (component, request_id) = (&*self.component.name, &*self.request_id);
+            let new = contents.get(*logged..).unwrap_or_default();
+            *logged = contents.len();
+            for line in String::from_utf8_lossy(new).lines().filter(|line| !line.is_empty()) {
                 tracing::info!(target: "component", component, request_id, stream, "{line}");
             }
         }
+    }
+
+    /// Whether the guest has used over half of what it may write to stdout
+    /// or stderr: a reused instance is then retired, so the next call can
+    /// still write.
+    pub(crate) fn output_mostly_used(&self) -> bool {
+        self.output.as_ref().is_some_and(|output| output.logged.iter().any(|&n| n > GUEST_OUTPUT_BYTES / 2))
     }
 }
 
@@ -89,10 +126,13 @@ impl InvocationState {
 /// invocation; past it the stream reports closed, so logging stays bounded.
 const GUEST_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// A guest's stdout and stderr, kept in memory for the invocation.
+/// A guest's stdout and stderr, kept in memory for the invocation (or, on
+/// a reused instance, for its life).
 struct GuestOutput {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// Bytes of each already logged.
+    logged: [usize; 2],
 }
 
 /// Each capability sees only the part of the invocation it serves.
@@ -139,7 +179,7 @@ impl WasiView for InvocationState {
             let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
             let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
             let ctx = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-            *output = Some(GuestOutput { stdout, stderr });
+            *output = Some(GuestOutput { stdout, stderr, logged: [0, 0] });
             ctx
         });
         WasiCtxView { ctx, table: &mut self.table }

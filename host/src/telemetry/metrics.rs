@@ -47,6 +47,9 @@ pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
 pub const ROLLOUT_WEIGHT: &str = "component_rollout_weight";
 pub const ROLLOUT_DECISIONS: &str = "component_rollout_decisions_total";
 pub const SERIES_DROPPED: &str = "component_metric_series_dropped_total";
+pub const INSTANCES_STARTED: &str = "component_instances_started_total";
+pub const INSTANCES_RETIRED: &str = "component_instances_retired_total";
+pub const INSTANCES_IDLE: &str = "component_instances_idle";
 pub const POOL_COMPONENT_INSTANCES: &str = "wasmtime_pool_component_instances";
 pub const POOL_MEMORIES: &str = "wasmtime_pool_memories";
 pub const POOL_WARM_MEMORIES: &str = "wasmtime_pool_unused_warm_memories";
@@ -64,6 +67,8 @@ pub const DEPLOY_RESULTS: [&str; 3] = ["accepted", "rejected", "rollback"];
 /// Why a rollout rolls a version back; `rollout::judge::Reason` names itself by position here.
 pub const ROLLBACK_REASONS: [&str; 7] =
     ["error_rate", "fuel", "memory", "p50", "p99", "stable_error_rate", "stable_p99"];
+/// Why a reused instance was retired; `runtime::reuse::Retired` names itself by position here.
+pub const RETIRE_REASONS: [&str; 7] = ["max_requests", "failed", "stopped", "swapped", "idle", "output", "evicted"];
 /// Why a request was refused before reaching its component.
 pub const ADMISSION_REASONS: [&str; 5] = ["queue_full", "queue_timeout", "breaker_open", "rate_limited", "unknown_key"];
 
@@ -344,6 +349,9 @@ fn describe() {
     describe_gauge!(READY, "1 when the host is ready to serve (database reachable).");
     describe_gauge!(BUILD_INFO, "Build of the running host.");
     describe_counter!(SERIES_DROPPED, "Component-emitted metric samples dropped (invalid, or over the series cap).");
+    describe_counter!(INSTANCES_STARTED, "Instances started to be reused, per component that reuses them.");
+    describe_counter!(INSTANCES_RETIRED, "Reused instances retired, by reason.");
+    describe_gauge!(INSTANCES_IDLE, "Reused instances waiting idle for a request.");
     describe_gauge!(POOL_COMPONENT_INSTANCES, "Component instances allocated from the pooling allocator.");
     describe_gauge!(POOL_MEMORIES, "Linear memories allocated from the pooling allocator.");
     describe_gauge!(POOL_WARM_MEMORIES, "Unused pool memory slots kept warm.");

@@ -520,6 +520,12 @@ pub fn component_bytes(name: &str) -> Vec<u8> {
     std::fs::read(components_dir().join(format!("{name}.wasm"))).unwrap()
 }
 
+/// The same component with a custom section appended: identical behaviour,
+/// a different content hash — a second version to swap to.
+pub fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    switchyard_loadtests::variant::with_custom_section(bytes, "switchyard-test-variant", tag.as_bytes())
+}
+
 /// `PUT /admin/components/{name}` as the test suite; status and JSON body.
 pub async fn deploy(host: &TestHost, name: &str, bytes: Vec<u8>) -> (reqwest::StatusCode, serde_json::Value) {
     let response = TestHost::client()

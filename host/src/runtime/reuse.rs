@@ -1,0 +1,344 @@
+//! Opt-in instance reuse for `wasi:http` components
+//! (`[components.NAME.reuse]`).
+//!
+//! Without it every request gets a fresh instance. With it, a request takes
+//! an idle instance of its own version when there is one and gives it back
+//! when its guest returns, until the instance has served `max_requests`.
+//! Fuel, the deadline and the outcome stay per request
+//! (`store::renew_store`); the memory limit applies to the instance.
+//!
+//! An instance is retired, never given back, when its call failed (a trap,
+//! fuel, the deadline: wasmtime refuses to enter a trapped instance again,
+//! and the state of one stopped mid-call is anyone's guess), when its client
+//! went away mid-call, when its version is swapped out, when it has idled
+//! past `idle_timeout_ms`, or when its guest has used most of what it may
+//! write to stdout and stderr.
+//!
+//! One pool serves all versions of a component (the stable one and a
+//! canary) and holds at most the component's admission concurrency of
+//! instances, busy or idle, so warm instances never take the pooling
+//! allocator's slots from the invocations that need them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::Runtime;
+use super::invoke::Sandbox;
+use super::registry::Deployed;
+use super::state::InvocationState;
+use crate::clock::SharedClock;
+use crate::config::ReuseConfig;
+use crate::telemetry::metrics::{INSTANCES_IDLE, INSTANCES_RETIRED, INSTANCES_STARTED, Metrics, RETIRE_REASONS};
+
+/// Why an instance stopped serving; named by position in [`RETIRE_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retired {
+    /// It served `max_requests`.
+    MaxRequests,
+    /// Its call trapped, ran out of fuel or time, or could not start.
+    Failed,
+    /// Its client went away while it ran, and it was stopped.
+    Stopped,
+    /// Its version no longer serves.
+    Swapped,
+    /// It waited longer than `idle_timeout_ms`.
+    Idle,
+    /// Its guest wrote most of what it may to stdout or stderr.
+    Output,
+    /// Another version of the component needed its place.
+    Evicted,
+}
+
+impl Retired {
+    const ALL: [Retired; RETIRE_REASONS.len()] = [
+        Retired::MaxRequests,
+        Retired::Failed,
+        Retired::Stopped,
+        Retired::Swapped,
+        Retired::Idle,
+        Retired::Output,
+        Retired::Evicted,
+    ];
+
+    fn index(self) -> usize {
+        Retired::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Numbers each prepared version, so an idle instance goes only to calls of
+/// the very version it was made from (a redeploy of the same bytes is a
+/// new version to the pool).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The warm instances of one component.
+pub(crate) struct WarmPool {
+    max_requests: u32,
+    idle_timeout_ms: i64,
+    /// Most instances alive at once, busy or idle.
+    capacity: usize,
+    clock: SharedClock,
+    /// Instances alive, busy or idle; each [`Lease`] counts once.
+    alive: AtomicUsize,
+    idle: Mutex<Vec<Idle>>,
+    started: Counter,
+    retired: [Counter; RETIRE_REASONS.len()],
+    idle_gauge: Gauge,
+}
+
+struct Idle {
+    version: u64,
+    since_ms: i64,
+    instance: Warm,
+}
+
+/// An instance kept between calls: its store and its bound exports. The
+/// store is dropped before the lease, so the pool never counts fewer
+/// instances than exist.
+pub(crate) struct Warm {
+    pub store: Store<InvocationState>,
+    pub proxy: Proxy,
+    pub lease: Lease,
+}
+
+/// The right to keep one instance, held by it from its start to its
+/// retirement. Dropped, it gives its place back and counts why.
+pub(crate) struct Lease {
+    pool: Arc<WarmPool>,
+    /// Calls it has taken, the current one included.
+    served: u32,
+    /// Why it retires when dropped; a lease dropped unexamined means its
+    /// call did not end well.
+    reason: Retired,
+    /// Whether its place was already given back (to make room at once).
+    released: bool,
+}
+
+impl Warm {
+    /// Retires the instance for `reason`, its store first.
+    fn retire(self, reason: Retired) {
+        let Warm { store, proxy, lease } = self;
+        drop((store, proxy));
+        lease.retire(reason);
+    }
+}
+
+impl Lease {
+    /// Retires the instance, whose store is already gone, for `reason`.
+    pub(crate) fn retire(mut self, reason: Retired) {
+        self.reason = reason;
+    }
+
+    fn release(&mut self) {
+        if !std::mem::replace(&mut self.released, true) {
+            self.pool.alive.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
+        self.pool.retired[self.reason.index()].increment(1);
+    }
+}
+
+/// What a call of a reusing component runs on.
+pub(crate) enum Checkout {
+    /// An idle instance of its version.
+    Warm(Warm),
+    /// A new instance, kept afterwards when the lease is there (the pool
+    /// had room), else dropped as without reuse.
+    Fresh(Option<Lease>),
+}
+
+impl WarmPool {
+    /// The pool of `component`, holding at most `capacity` instances. Idle
+    /// ones past their time are also swept in the background, so memory is
+    /// given back when traffic stops; the sweep ends with the pool.
+    pub(crate) fn start(
+        component: &str,
+        reuse: &ReuseConfig,
+        capacity: usize,
+        clock: SharedClock,
+        metrics: &Metrics,
+    ) -> Arc<WarmPool> {
+        let labels = [("component", component)];
+        let pool = Arc::new(WarmPool {
+            max_requests: reuse.max_requests,
+            idle_timeout_ms: i64::try_from(reuse.idle_timeout_ms).unwrap_or(i64::MAX),
+            capacity: capacity.max(1),
+            clock,
+            alive: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            started: metrics.counter(INSTANCES_STARTED, &labels),
+            retired: RETIRE_REASONS
+                .map(|reason| metrics.counter(INSTANCES_RETIRED, &[("component", component), ("reason", reason)])),
+            idle_gauge: metrics.gauge(INSTANCES_IDLE, &labels),
+        });
+        pool.started.increment(0);
+        pool.retired.iter().for_each(|counter| counter.increment(0));
+        pool.idle_gauge.set(0.0);
+        let period = Duration::from_millis((reuse.idle_timeout_ms / 2).clamp(10, 1_000));
+        tokio::spawn(sweep_while_alive(Arc::downgrade(&pool), period));
+        pool
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        // A poisoned lock only means a thread panicked mid-update; the
+        // list itself is always whole.
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle instance of `version`, the most recently used first; or a
+    /// place for a new one.
+    pub(crate) fn take(self: &Arc<Self>, version: u64) -> Checkout {
+        let now = self.clock.now_millis();
+        let mut retiring = Vec::new();
+        let checkout = {
+            let mut idle = self.lock();
+            self.expire(&mut idle, now, &mut retiring);
+            match idle.iter().rposition(|i| i.version == version) {
+                Some(at) => {
+                    let mut warm = idle.remove(at).instance;
+                    warm.lease.served += 1;
+                    Checkout::Warm(warm)
+                }
+                None => {
+                    if self.alive.load(Ordering::Relaxed) >= self.capacity && !idle.is_empty() {
+                        // Full, with another version's instance idle: the
+                        // oldest gives way.
+                        let mut evicted = idle.remove(0).instance;
+                        evicted.lease.reason = Retired::Evicted;
+                        evicted.lease.release();
+                        retiring.push(evicted);
+                    }
+                    Checkout::Fresh(self.lease())
+                }
+            }
+        };
+        self.idle_gauge.set(self.lock().len() as f64);
+        // Dropped outside the lock: a store's drop returns its slot to the
+        // pooling allocator, and a lease's drop counts the retirement.
+        drop(retiring);
+        checkout
+    }
+
+    /// A place for a new instance, if the pool has one.
+    fn lease(self: &Arc<Self>) -> Option<Lease> {
+        let taken = self
+            .alive
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |alive| (alive < self.capacity).then_some(alive + 1));
+        taken.ok()?;
+        self.started.increment(1);
+        Some(Lease { pool: self.clone(), served: 1, reason: Retired::Failed, released: false })
+    }
+
+    /// Keeps an instance whose call of `deployed` went well, unless it has
+    /// served its share, its version was swapped out, or its guest has
+    /// written most of what it may.
+    pub(crate) fn give_back(&self, deployed: &Deployed, warm: Warm) {
+        let reason = if warm.lease.served >= self.max_requests {
+            Some(Retired::MaxRequests)
+        } else if warm.store.data().output_mostly_used() {
+            Some(Retired::Output)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            warm.retire(reason);
+            return;
+        }
+        let since_ms = self.clock.now_millis();
+        let mut idle = self.lock();
+        // Checked under the lock `retire_version` takes, so an instance is
+        // never left idle for a version that no longer serves.
+        if deployed.retired.load(Ordering::Relaxed) {
+            drop(idle);
+            warm.retire(Retired::Swapped);
+            return;
+        }
+        idle.push(Idle { version: deployed.serial, since_ms, instance: warm });
+        self.idle_gauge.set(idle.len() as f64);
+    }
+
+    /// Marks `deployed` as no longer serving and drops its idle instances;
+    /// busy ones retire when their calls end.
+    pub(crate) fn retire_version(&self, deployed: &Deployed) {
+        let swapped: Vec<Idle> = {
+            let mut idle = self.lock();
+            deployed.retired.store(true, Ordering::Relaxed);
+            let (swapped, kept) = std::mem::take(&mut *idle).into_iter().partition(|i| i.version == deployed.serial);
+            *idle = kept;
+            self.idle_gauge.set(idle.len() as f64);
+            swapped
+        };
+        for idle in swapped {
+            idle.instance.retire(Retired::Swapped);
+        }
+    }
+
+    /// Drops idle instances past their time.
+    fn sweep(&self) {
+        let mut retiring = Vec::new();
+        {
+            let mut idle = self.lock();
+            self.expire(&mut idle, self.clock.now_millis(), &mut retiring);
+            self.idle_gauge.set(idle.len() as f64);
+        }
+        drop(retiring);
+    }
+
+    /// Moves idle instances past their time from `idle` to `retiring`.
+    fn expire(&self, idle: &mut Vec<Idle>, now: i64, retiring: &mut Vec<Warm>) {
+        // Oldest first: instances are given back in time order.
+        let expired = idle.iter().take_while(|i| now - i.since_ms >= self.idle_timeout_ms).count();
+        retiring.extend(idle.drain(..expired).map(|mut i| {
+            i.instance.lease.reason = Retired::Idle;
+            i.instance
+        }));
+    }
+}
+
+async fn sweep_while_alive(pool: Weak<WarmPool>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
+    }
+}
+
+impl Runtime {
+    /// The sandbox of one `wasi:http` call, and the instance and lease it
+    /// runs with: a warm instance of its version when the component reuses
+    /// instances and one is idle; else a new one, kept afterwards when the
+    /// pool has room.
+    pub(crate) fn proxy_sandbox(
+        &self,
+        deployed: &Deployed,
+        request_id: &Arc<str>,
+    ) -> (Sandbox, Option<Proxy>, Option<Lease>) {
+        let Some(pool) = &deployed.warm else { return (self.sandbox(deployed, request_id), None, None) };
+        match pool.take(deployed.serial) {
+            Checkout::Warm(Warm { store, proxy, lease }) => {
+                (self.resumed_sandbox(deployed, request_id, store), Some(proxy), Some(lease))
+            }
+            Checkout::Fresh(lease) => {
+                let sandbox = self.sandbox(deployed, request_id).keeping_store(lease.is_some());
+                (sandbox, None, lease)
+            }
+        }
+    }
+}
