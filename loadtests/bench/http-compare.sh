@@ -4,6 +4,8 @@
 #   (b) Switchyard serving the standard wasi:http component hello-http,
 #   (c) Switchyard serving the typed-handler fixture hello,
 #   (d) `wasmtime serve` on the same hello-http, when `wasmtime` is on PATH,
+#   (e) (b) and (d) with instance reuse, each keeping an instance for up to
+#       128 requests ([components.NAME.reuse] and --max-instance-reuse-count),
 # plus (b) with fuel metering off, metrics off and per-request logs off
 # (RUST_LOG=warn), and (b) with one dashboard open (a client reading
 # /admin/stats/stream throughout), all in one run with
@@ -52,7 +54,7 @@ cleanup() {
 trap cleanup EXIT
 
 variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics switchyard-http-nolog)
-variants+=(switchyard-http-invocations switchyard-http-dashboard)
+variants+=(switchyard-http-invocations switchyard-http-dashboard switchyard-http-reuse)
 baseline="${BENCH_BASELINE:-}"
 if [ -n "$baseline" ]; then
     [ -x "$baseline" ] || { echo "BENCH_BASELINE=$baseline is not an executable" >&2; exit 1; }
@@ -64,7 +66,7 @@ fi
 wasmtime_version=""
 if command -v wasmtime >/dev/null; then
     wasmtime_version=$(wasmtime --version)
-    variants+=(wasmtime-serve)
+    variants+=(wasmtime-serve wasmtime-serve-reuse)
 else
     echo "no wasmtime on PATH: skipping 'wasmtime serve'" \
         "(install it with: cargo install wasmtime-cli --version 48.0.8 --locked)" >&2
@@ -74,12 +76,17 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# Writes a host config for hello-http (or hello) with the given extra TOML.
+# Requests one instance serves in the reuse variants, on both hosts.
+reuse_count=128
+
+# Writes a host config for hello-http (or hello) for the given variant.
 switchyard_config() { # $1 = port, $2 = variant
-    local fuel=true metrics=true
+    local fuel=true metrics=true reuse=""
     case "$2" in
         *-nofuel) fuel=false ;;
         *-nometrics) metrics=false ;;
+        *-reuse) reuse="[components.hello-http.reuse]
+max_requests = $reuse_count" ;;
     esac
     cat <<TOML
 [server]
@@ -93,6 +100,7 @@ enabled = $metrics
 [components.hello-http]
 path = "$hello_http"
 world = "wasi-http"
+$reuse
 [components.hello]
 path = "$hello_typed"
 [[routes]]
@@ -112,8 +120,10 @@ start() { # $1 = variant, $2 = port
         axum)
             "$hello_axum" --listen "127.0.0.1:$2" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
-        wasmtime-serve)
-            wasmtime serve --addr "127.0.0.1:$2" "$hello_http" >/dev/null 2>&1 &
+        wasmtime-serve | wasmtime-serve-reuse)
+            local reuse=()
+            [ "$1" = wasmtime-serve-reuse ] && reuse=(--max-instance-reuse-count "$reuse_count")
+            wasmtime serve -S cli "${reuse[@]}" --addr "127.0.0.1:$2" "$hello_http" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
         switchyard-* | baseline-*)
             switchyard_config "$2" "$1" > "$work/$1.toml"
@@ -204,10 +214,10 @@ for round in $(seq 1 "$rounds"); do
 done
 
 report="loadtests/results/bench-$(date -u +%Y%m%d-%H%M%S).md"
-python3 - "$samples" "$duration" "$rounds" "$connections" "$threads" "$wasmtime_version" "$(nproc)" <<'PY' | tee "$report"
+python3 - "$samples" "$duration" "$rounds" "$connections" "$threads" "$wasmtime_version" "$(nproc)" "$reuse_count" <<'PY' | tee "$report"
 import statistics, sys
 from collections import defaultdict
-path, duration, rounds, connections, threads, wasmtime_version, cores = sys.argv[1:]
+path, duration, rounds, connections, threads, wasmtime_version, cores, reuse_count = sys.argv[1:]
 runs = defaultdict(list)
 by_round = defaultdict(dict)  # variant → round → (rps, cpu)
 for line in open(path):
@@ -223,6 +233,8 @@ labels = {
     "switchyard-http": "(b) Switchyard, hello-http (wasi:http)",
     "switchyard-typed": "(c) Switchyard, hello (typed handler)",
     "wasmtime-serve": "(d) wasmtime serve, hello-http",
+    "switchyard-http-reuse": "(e) Switchyard, hello-http, instances reused",
+    "wasmtime-serve-reuse": "(e′) wasmtime serve, hello-http, instances reused",
     "switchyard-http-nofuel": "(b) with fuel metering off",
     "switchyard-http-nometrics": "(b) with metrics off",
     "switchyard-http-nolog": "(b) with logs off (RUST_LOG=warn)",
@@ -239,23 +251,31 @@ def ratio(n, base):
 print(f"wrk, {threads} thread, {connections} connections, {duration} per run, median of {rounds} rounds, {cores} cores shared by load generator and server.")
 if wasmtime_version: print(f"`{wasmtime_version}`.")
 print()
-print("| server | req/s | p50 | p99 | vs (a) | vs (d) | server CPU per request | errors | runs (req/s) |")
+# Each row is compared with wasmtime serve under the same reuse settings.
+peer = {n: "wasmtime-serve-reuse" if n.endswith("-reuse") else "wasmtime-serve" for n in labels}
+print("| server | req/s | p50 | p99 | vs (a) | vs wasmtime serve, same reuse | server CPU per request | errors | runs (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for n in labels:
     if n not in med: continue
     rps, p50, p99, errors, cpu = med[n]
-    print(f"| {labels[n]} | {rps:,.0f} | {ms(p50)} | {ms(p99)} | {ratio(n, 'axum')} | {ratio(n, 'wasmtime-serve')} | {cpu:.0f} µs | {errors} | {', '.join(f'{r[0]:,.0f}' for r in runs[n])} |")
+    print(f"| {labels[n]} | {rps:,.0f} | {ms(p50)} | {ms(p99)} | {ratio(n, 'axum')} | {ratio(n, peer[n])} | {cpu:.0f} µs | {errors} | {', '.join(f'{r[0]:,.0f}' for r in runs[n])} |")
 print()
-b = med.get("switchyard-http")
-if b and "wasmtime-serve" in med:
-    d = med["wasmtime-serve"]
-    ok = b[0] >= 1.5 * d[0] and b[2] <= d[2]
-    print(f"- hello-http vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])} — goal ≥ 1.5× with p99 no worse: {'met' if ok else 'NOT met'}")
-elif b:
-    print("- hello-http vs wasmtime serve: not measured (no wasmtime on PATH)")
-if b and "axum" in med:
-    a = med["axum"]
-    print(f"- hello-http vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ 0.3×: {'met' if b[0] >= 0.3 * a[0] else 'NOT met'}")
+# (ours, wasmtime serve's, what, goal against wasmtime serve, goal against axum)
+for ours, theirs, what, vs_peer, vs_axum in (
+    ("switchyard-http", "wasmtime-serve", "hello-http, a fresh instance per request", 2.5, 0.3),
+    ("switchyard-http-reuse", "wasmtime-serve-reuse", f"hello-http, instances reused ({reuse_count} requests each)", 1.5, 0.5),
+):
+    b = med.get(ours)
+    if not b: continue
+    if theirs in med:
+        d = med[theirs]
+        ok = b[0] >= vs_peer * d[0] and b[2] <= d[2]
+        print(f"- {what}, vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])}, CPU per request {b[4]:.0f} vs {d[4]:.0f} µs — goal ≥ {vs_peer}× with p99 no worse: {'met' if ok else 'NOT met'}")
+    else:
+        print(f"- {what}, vs wasmtime serve: not measured (no wasmtime on PATH)")
+    if "axum" in med:
+        a = med["axum"]
+        print(f"- {what}, vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ {vs_axum}×: {'met' if b[0] >= vs_axum * a[0] else 'NOT met'}")
 def cost(variant, base="switchyard-http"):
     """(% more server CPU per request, % fewer req/s) of `base` against a
     variant without something: the median over rounds of each round's pair,
