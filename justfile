@@ -89,7 +89,8 @@ monitoring-check:
     python3 monitoring/check-dashboards.py --list > /dev/null
 
 # Side by side on loopback with wrk: bare axum, Switchyard (wasi:http and typed hello,
-# fuel and metrics on/off) and `wasmtime serve` when on PATH; writes a Markdown table.
+# fuel and metrics on/off, instances reused) and `wasmtime serve` (fresh and reused) when on
+# PATH; writes a Markdown table.
 bench: components
     cargo build --release -p switchyard -p switchyard-loadtests --bin switchyard --bin hello-axum
     loadtests/bench/http-compare.sh
@@ -97,6 +98,12 @@ bench: components
 # Instantiate + call latency of the order handler and a trivial fixture.
 bench-invoke: components
     cargo bench -p switchyard --bench invoke
+
+# What compiling a new build of the order handler costs: cold, and with the
+# incremental cache warm from the previous build (same code; the fault builds).
+bench-compile: components
+    components/build.sh --faults
+    cargo bench -p switchyard --bench compile
 
 # Outbox drain rate through a real connector to the simulator (SQLite; PostgreSQL too with DATABASE_URL).
 bench-outbox: components

@@ -473,11 +473,15 @@ pub struct RuntimeConfig {
     /// (only deadlines and memory limits bound it) and reports no fuel; only
     /// to measure what metering costs.
     pub fuel_metering: bool,
+    /// Nice value (0–19) of the threads that compile a deploy: above
+    /// serving's 0, a compile takes only the CPU serving leaves; 0 compiles
+    /// at serving's priority (faster deploys, slower requests meanwhile).
+    pub compile_niceness: i32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { fuel_metering: true }
+        Self { fuel_metering: true, compile_niceness: 10 }
     }
 }
 
@@ -707,6 +711,9 @@ impl Config {
                 "[admin] keep_versions must be at least 2 (the active one and one to roll back to) and max_upload_bytes positive"
             );
         }
+        if !(0..=19).contains(&self.runtime.compile_niceness) {
+            bail!("[runtime] compile_niceness must be between 0 and 19, not {}", self.runtime.compile_niceness);
+        }
         let quotas = std::iter::once(self.rate_limits.default).chain(self.rate_limits.per_ip);
         if quotas.into_iter().any(|q| q.per_second == 0 || q.burst == 0) {
             bail!("[rate_limits] per_second and burst must be positive");
@@ -924,6 +931,17 @@ mod tests {
         let config = with("steps = [10, 100]\nstep_ms = 5_000").unwrap();
         assert_eq!(config.components["app"].rollout.steps, [10, 100]);
         assert_eq!(config.components["app"].rollout.min_invocations, 50, "unset keys keep their defaults");
+    }
+
+    #[test]
+    fn compile_niceness_is_a_nice_value() {
+        assert_eq!(parse(MINIMAL).unwrap().runtime.compile_niceness, 10);
+        let with = |n: i32| parse(&format!("{MINIMAL}\n[runtime]\ncompile_niceness = {n}\n"));
+        assert_eq!(with(0).unwrap().runtime.compile_niceness, 0);
+        for n in [-1, 20] {
+            let err = with(n).unwrap_err();
+            assert!(err.to_string().contains("compile_niceness must be between 0 and 19"), "{n}: {err}");
+        }
     }
 
     #[test]

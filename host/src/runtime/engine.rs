@@ -5,11 +5,13 @@
 //! per-component limits are applied per `Store` in `invoke`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+
+use super::compiled::{COMPILED_FUNCTION_BYTES, CompiledFunctions};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. Every tick, running guest code checks its
@@ -33,6 +35,12 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// component; pool slots are sized to it. Without `fuel_metering` compiled
 /// code carries no fuel checks.
 pub fn build(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Engine> {
+    let config = config(max_memory_bytes, fuel_metering)?;
+    Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")
+}
+
+/// The engine's settings, for [`build`] (and for benchmarks that vary one).
+pub fn config(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
         // A component built with the WASI adapter has several core
@@ -59,8 +67,40 @@ pub fn build(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Engin
         // process; per request that costs far more than the checks do.
         .signals_based_traps(false)
         .memory_guard_size(0)
-        .guard_before_linear_memory(false);
-    Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")
+        .guard_before_linear_memory(false)
+        // A new build compiles only the functions it changed.
+        .enable_incremental_compilation(Arc::new(CompiledFunctions::new(COMPILED_FUNCTION_BYTES)))?;
+    Ok(config)
+}
+
+/// Nice value of the threads that compile components (`[runtime]
+/// compile_niceness`): above the serving threads' 0, a deploy's compile
+/// takes the cores serving leaves idle, and requests during a swap wait
+/// less for it. Set once, before the first compile.
+static COMPILE_NICENESS: AtomicI32 = AtomicI32::new(0);
+
+/// Gives the calling thread the compile threads' nice value. On Linux each
+/// thread has its own; elsewhere this does nothing.
+pub(crate) fn lower_priority() {
+    let niceness = COMPILE_NICENESS.load(Ordering::Relaxed);
+    #[cfg(target_os = "linux")]
+    if niceness != 0
+        && let Err(err) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), niceness)
+    {
+        tracing::debug!(error = %err, "cannot lower the priority of a compile thread");
+    }
+}
+
+/// Starts rayon's global pool, where Cranelift compiles a component's
+/// functions in parallel, with its threads at `niceness`. Only the first
+/// call in a process starts the pool; later ones find it running (tests run
+/// several hosts in one process).
+pub fn start_compile_threads(niceness: i32) {
+    COMPILE_NICENESS.store(niceness, Ordering::Relaxed);
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("switchyard-compile-{i}"))
+        .start_handler(|_| lower_priority())
+        .build_global();
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a dedicated thread,

@@ -105,6 +105,7 @@ impl Runtime {
         let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
         let fuel_metering = config.runtime.fuel_metering;
         let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES), fuel_metering)?;
+        engine::start_compile_threads(config.runtime.compile_niceness);
         let ticker = engine::EpochTicker::start(&engine)?;
         let mut handler_linker = Linker::new(&engine);
         capabilities::add_handler_imports(&mut handler_linker)

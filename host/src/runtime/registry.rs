@@ -17,6 +17,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::compiled::CompiledCache;
+use super::engine::lower_priority;
 use super::figures::VersionStats;
 use super::outcome::Outcome;
 use super::reuse::{WarmPool, next_serial};
@@ -361,24 +362,32 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
     }
     let started = Instant::now();
     // Hashing a large upload is CPU work too: it runs beside the compile,
-    // off the async threads.
-    let compile = tokio::task::spawn_blocking({
+    // off the async threads, on a thread of its own at the compile threads'
+    // low priority (tokio's blocking threads serve other work afterwards).
+    let (done, compile) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("switchyard-compile".into()).spawn({
         let (engine, cache) = (engine.clone(), cache.clone());
         move || {
+            lower_priority();
             let digest = digest(&bytes);
-            match cache.get(&digest) {
+            let compiled = match cache.get(&digest) {
                 Some(compiled) => (digest, Ok(compiled), true),
                 // `from_binary` only accepts wasm, never precompiled native code.
                 None => {
                     let compiled = Component::from_binary(&engine, &bytes);
                     (digest, compiled, false)
                 }
-            }
+            };
+            // The deploy may have stopped waiting.
+            let _ = done.send(compiled);
         }
     });
+    if let Err(err) = spawned {
+        return Err(PrepareError::Compile(format!("cannot start a compile thread: {err}")));
+    }
     let (digest, compiled, cached) = match tokio::time::timeout(COMPILE_TIMEOUT, compile).await {
         Err(_) => return Err(PrepareError::CompileTimeout(COMPILE_TIMEOUT.as_secs())),
-        Ok(Err(join)) => return Err(PrepareError::Compile(format!("compiler task failed: {join}"))),
+        Ok(Err(_)) => return Err(PrepareError::Compile("the compile thread failed".to_owned())),
         Ok(Ok((_, Err(err), _))) => return Err(PrepareError::Compile(format!("{err:#}"))),
         Ok(Ok((digest, Ok(compiled), cached))) => (digest, compiled, cached),
     };

@@ -59,6 +59,10 @@ struct Cli {
     /// Hot swap: time between redeploys (default: ≤ 2s, enough for 20 swaps).
     #[arg(long, value_parser = parse_duration)]
     swap_interval: Option<Duration>,
+    /// Hot swap: deploy a build never seen before at every swap (same code,
+    /// a new digest), so each swap compiles, instead of alternating two.
+    #[arg(long)]
+    new_builds: bool,
     /// Outage: how long the providers stay down (default: a third of the run).
     #[arg(long, value_parser = parse_duration)]
     outage: Option<Duration>,
@@ -196,6 +200,7 @@ async fn run(cli: Cli, scenario: Scenario) -> anyhow::Result<bool> {
             max_p99_ms: cli.max_p99_ms.unwrap_or(defaults.thresholds.max_p99_ms),
         },
         swap_interval: cli.swap_interval,
+        new_builds: cli.new_builds,
         outage: cli.outage,
         drain_timeout: cli.drain_timeout,
         seed: cli.seed.unwrap_or_else(|| fastrand::u64(..)),

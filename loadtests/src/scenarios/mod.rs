@@ -116,6 +116,8 @@ pub struct Params {
     pub thresholds: Thresholds,
     /// Hot swap: time between redeploys; derived from the duration if unset.
     pub swap_interval: Option<Duration>,
+    /// Hot swap: every swap deploys a new digest, compiled then.
+    pub new_builds: bool,
     /// Outage: how long the providers stay down; a third of the run if unset.
     pub outage: Option<Duration>,
     /// Outage: how long to wait for the outbox to drain afterwards.
