@@ -25,6 +25,9 @@
 //!   connections and idle keep-alive connections alike.
 //! - A body must arrive within `[server] request_timeout_ms` (30 s by
 //!   default), which bounds the whole request: 408, then a close.
+//! - A client that leaves before or during its answer gives back its
+//!   admission slot and its transaction (rolled back), and its call is no
+//!   verdict on the component for the breaker.
 //!
 //! Timeouts here are configured short and the tests wait for what the host
 //! does, never for a time: a wall-clock bound ([`HANG_GUARD`]) only turns a
@@ -606,3 +609,55 @@ async fn clients_that_leave_free_their_slots() {
     .await;
     host.stop().await;
 }
+
+async fn clients_leaving_mid_transaction(host: &TestHost) {
+    // Clients that send a read of an order and leave at once, all at the
+    // same time, so some leave while their invocation waits for the write
+    // lock, some inside `BEGIN`, some in the middle of the transaction.
+    const ROUNDS: usize = 3;
+    const LEAVERS: usize = 200;
+    const ORDERS_AFTER: usize = 5;
+    host.put_inventory("widget", 1_000, 250).await;
+    let mut order = Raw::connect(host).await;
+    order.send(order_request().as_bytes()).await;
+    let created = order.answer().await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = serde_json::from_slice::<serde_json::Value>(&created.body).unwrap()["id"].as_str().unwrap().to_owned();
+    let before = order_effects(host).await;
+
+    let read = format!("GET /orders/{id} HTTP/1.1\r\nhost: x\r\n\r\n");
+    for round in 0..ROUNDS {
+        let leaving: Vec<_> = (0..LEAVERS)
+            .map(|i| {
+                let (address, read) = (host.url.trim_start_matches("http://").to_owned(), read.clone());
+                tokio::spawn(async move {
+                    let mut stream = TcpStream::connect(address).await.unwrap();
+                    let _ = stream.write_all(read.as_bytes()).await;
+                    // Half leave at once, half a moment later.
+                    if i % 2 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for client in leaving {
+            client.await.unwrap();
+        }
+        // More orders than the breaker's threshold of failures in a row:
+        // each is taken.
+        for n in 0..ORDERS_AFTER {
+            let mut client = Raw::connect(host).await;
+            client.send(order_request().as_bytes()).await;
+            let answer = client.answer().await;
+            assert_eq!(answer.status, 201, "round {round}, order {n} after clients left: {}", answer.text());
+        }
+    }
+    let taken = (ROUNDS * ORDERS_AFTER) as u64;
+    assert_eq!(order_effects(host).await, (before.0 - taken, before.1 + 3 * taken as i64), "each order once");
+    let breaker = host.runtime.breaker("order-handler").expect("breaker");
+    assert_eq!(breaker.trips(), 0, "clients leaving are not the component's failures");
+}
+on_both_backends!(
+    clients_that_leave_mid_transaction_leave_the_database_and_breaker_alone,
+    clients_leaving_mid_transaction
+);
