@@ -38,11 +38,16 @@ monitoring:
 check: components
     cargo run -q -p switchyard -- check --config switchyard.toml
 
-# Everything CI checks: formatting, lints, unit and integration tests, alert rules,
-# and the smoke load test as a gate.
+# Everything CI checks: formatting, lints, the dependency policy (deny.toml), unit and
+# integration tests, alert rules, and the smoke load test as a gate.
 test: components monitoring-check
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    # Licences, banned or duplicate crates, and sources against deny.toml.
+    # Not advisories: their database comes from GitHub, which CI cannot
+    # reach. Duplicate versions only warn; their inclusion graphs would fill
+    # the log.
+    cargo deny check --hide-inclusion-graph bans licenses sources
     cargo test --workspace
     # The smoke gate runs on the binaries `cargo test` just built (dev profile,
     # optimized dependencies): a release build of the same code would add a

@@ -61,6 +61,7 @@ check rustc "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" 
 check just "run test bench loadtest" "cargo install just --locked" version_of just --version
 check rustfmt "test" "rustup component add rustfmt" version_of cargo fmt --version
 check clippy "test" "rustup component add clippy" version_of cargo clippy --version
+check cargo-deny "test" "cargo install cargo-deny --locked --version 0.20.2" version_of cargo-deny --version
 check python3 "test" "apt-get install python3" version_of python3 --version
 check promtool "test" "apt-get install prometheus" version_of promtool --version
 check node "test" "apt-get install nodejs npm" version_of node --version

@@ -103,6 +103,12 @@ pub struct ServerConfig {
     /// component's own deadline.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// How long a request's line and headers may take to arrive, from the
+    /// connection's start or the previous response; past it the connection
+    /// is closed. Bounds slow headers and idle connections, which the
+    /// request timeout cannot see: no request exists yet.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     /// On shutdown, how long in-flight requests may take to finish.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
@@ -116,6 +122,7 @@ impl Default for ServerConfig {
             max_headers: default_max_headers(),
             max_header_bytes: default_max_header_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
         }
     }
@@ -552,6 +559,10 @@ fn default_max_header_bytes() -> usize {
 fn default_request_timeout_ms() -> u64 {
     30_000
 }
+/// hyper's documented default, which `axum::serve` never applied.
+fn default_header_read_timeout_ms() -> u64 {
+    30_000
+}
 fn default_drain_timeout_ms() -> u64 {
     30_000
 }
@@ -731,8 +742,14 @@ impl Config {
             }
         }
         let server = &self.server;
-        if server.max_headers == 0 || server.max_header_bytes == 0 || server.request_timeout_ms == 0 {
-            bail!("[server] max_headers, max_header_bytes and request_timeout_ms must be positive");
+        if server.max_headers == 0
+            || server.max_header_bytes == 0
+            || server.request_timeout_ms == 0
+            || server.header_read_timeout_ms == 0
+        {
+            bail!(
+                "[server] max_headers, max_header_bytes, request_timeout_ms and header_read_timeout_ms must be positive"
+            );
         }
         let pool = POOL_INSTANCES as usize;
         let mut instances = self.connector_instances();

@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -134,9 +133,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let limits = server::ConnectionLimits::from_config(&config.server);
     let metrics_server = metrics_listener.map(|listener| {
         let app = server::metrics_app(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await })
+        tokio::spawn(server::serve_connections(listener, app, limits, std::future::pending()))
     });
     let app = server::app(config, state);
     let addr = listener.local_addr().context("listener has no address")?;
@@ -150,25 +150,14 @@ pub async fn serve(
         shutdown.await;
         let _ = draining_tx.send(());
     };
-    // No Nagle delay: a streamed response is written in several small
-    // segments, and the last would otherwise wait for the client's delayed
-    // acknowledgement of the first.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let server = server::serve_connections(listener, app, limits, shutdown);
     tokio::pin!(server);
-    let served = tokio::select! {
-        served = &mut server => served.context("server failed"),
+    tokio::select! {
+        () = &mut server => {}
         () = async { let _ = draining_rx.await; tokio::time::sleep(drain).await } => {
             tracing::warn!(drain_timeout_ms = config.server.drain_timeout_ms, "drain timeout passed; closing remaining connections");
-            Ok(())
         }
-    };
+    }
     if let Some(dispatcher) = dispatcher {
         dispatcher.stop().await;
     }
@@ -179,7 +168,6 @@ pub async fn serve(
         metrics_server.abort();
     }
     db.close().await;
-    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,8 +14,8 @@ use serde_json::Value;
 use crate::summary::Summary;
 
 /// The order sections appear in; scenarios not listed come after.
-const ORDER: [&str; 10] =
-    ["smoke", "baseline", "mixed", "spike", "stress", "soak", "hotswap", "canary", "outage", "warmup"];
+const ORDER: [&str; 11] =
+    ["smoke", "baseline", "mixed", "spike", "stress", "soak", "hotswap", "canary", "outage", "hostile", "warmup"];
 
 /// What a run of each scenario shows, in a sentence.
 fn purpose(scenario: &str) -> &'static str {
@@ -29,6 +29,7 @@ fn purpose(scenario: &str) -> &'static str {
         "hotswap" => "The order handler redeployed every few seconds under load.",
         "canary" => "Four broken builds and a good one deployed as canaries under load.",
         "outage" => "The providers down for a third of the run: nothing may be lost.",
+        "hostile" => "Slow, idle, malformed and leaving clients for half the run: orders' p99 within 2× of the rest.",
         "warmup" => "A few closed-model users, before measuring by hand.",
         _ => "",
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::clock::SharedClock;
@@ -138,6 +138,33 @@ impl Database {
             Some(gate) => Ok(Some(gate.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?)),
             None => Ok(None),
         }
+    }
+
+    /// Begins a transaction (`BEGIN`, or `statement` on SQLite) that a
+    /// cancelled caller cannot leave open.
+    ///
+    /// sqlx 0.8's `begin` is not cancel-safe: dropped after the database ran
+    /// the `BEGIN` but before the `Transaction` exists, it returns the
+    /// connection to the pool still inside that transaction, and nothing
+    /// ever rolls it back. On SQLite that connection then holds the write
+    /// lock for good: every later writer fails with "database is locked" and
+    /// the next `BEGIN IMMEDIATE` on it with "non-zero transaction depth"
+    /// (seen in `loadtest hostile`: clients that left mid-request stopped
+    /// all orders until the host restarted). PostgreSQL keeps the session
+    /// idle in a transaction (sqlx issue #4385). A request's future is
+    /// dropped whenever its client disconnects, so the `BEGIN` runs in a
+    /// task of its own: it always finishes, and a `Transaction` nobody waits
+    /// for any more is dropped there, which rolls it back.
+    pub(crate) async fn begin(&self, statement: Option<&'static str>) -> Result<Transaction<'static, Any>, DbError> {
+        let pool = self.pool.clone();
+        let begun = tokio::spawn(async move {
+            match statement {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+        });
+        // A panic inside sqlx is reported as the worker's crash.
+        Ok(begun.await.map_err(|_| sqlx::Error::WorkerCrashed)??)
     }
 
     /// Wakes outbox dispatchers: new messages are due.

@@ -220,7 +220,7 @@ impl Database {
             return Ok(());
         }
         let _gate = self.write_permit().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(None).await?;
         for settlement in settlements {
             let query = match settlement {
                 Settlement::Delivered { id, receipt } => sqlx::query(

@@ -47,8 +47,8 @@ impl UnitOfWork {
                 // IMMEDIATE takes the write lock up front: a deferred
                 // transaction that reads and then writes can fail with
                 // SQLITE_BUSY instead of waiting.
-                Backend::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await?,
-                Backend::Postgres => self.db.pool.begin().await?,
+                Backend::Sqlite => self.db.begin(Some("BEGIN IMMEDIATE")).await?,
+                Backend::Postgres => self.db.begin(None).await?,
             };
             self.tx = Some(tx);
         }

@@ -7,10 +7,14 @@
 //! passed; then Half-open admits at most `half_open_probes` concurrent
 //! probes. A successful probe closes the breaker, a failed one reopens it.
 //!
-//! Every admitted call holds a [`Permit`]; a permit dropped without a
-//! verdict counts as a failure, so a probe that is cancelled or hangs until
-//! its invocation deadline can never leave the breaker stuck half-open.
-//! Time comes from the injected clock.
+//! Every admitted call holds a [`Permit`]. A call that hangs ends at its
+//! invocation deadline with a verdict (a timeout, a failure). A permit
+//! dropped without one belongs to a call whose caller went away (a client
+//! that disconnected, a request timeout at the HTTP layer): that says
+//! nothing about the component, so it counts as neither, and a probe's
+//! place goes to the next call, so the breaker is never stuck half-open.
+//! Counting it as a failure let any client open a breaker by sending a few
+//! requests and leaving. Time comes from the injected clock.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -245,6 +249,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// A call that ended without a verdict: a probe gives its place back.
+    fn abandon(&self, probe: bool) {
+        if !probe {
+            return;
+        }
+        if let State::HalfOpen { probes } = &mut self.lock().state {
+            *probes = probes.saturating_sub(1);
+        }
+    }
+
     fn trip(&self, inner: &mut Inner, now: i64) {
         inner.state = State::Open { until: now + self.config.open_for_ms };
         inner.trips += 1;
@@ -254,7 +268,7 @@ impl CircuitBreaker {
 }
 
 /// An admitted call. Settle it with [`Permit::success`] or
-/// [`Permit::failure`]; dropping it unsettled counts as a failure.
+/// [`Permit::failure`]; dropping it unsettled is no verdict.
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<CircuitBreaker>,
@@ -281,7 +295,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.settled {
-            self.breaker.settle(self.probe, false);
+            self.breaker.abandon(self.probe);
         }
     }
 }
@@ -384,14 +398,23 @@ mod tests {
     }
 
     #[test]
-    fn abandoned_probe_counts_as_failure() {
+    fn abandoned_calls_are_no_verdict() {
         let (b, clock) = breaker(BreakerConfig { failure_threshold: 3, open_for_ms: 100, ..Default::default() });
+        // Callers that went away, more than the threshold: still closed.
+        for _ in 0..10 {
+            drop(b.try_acquire().expect("closed"));
+        }
+        assert_eq!((b.state(), b.trips()), (BreakerState::Closed, 0));
+
         fail(&b, 3);
         clock.advance(100);
         let probe = b.try_acquire().expect("probe");
-        // The probe hangs until its invocation deadline and is dropped.
+        assert!(b.try_acquire().is_err(), "one probe at a time");
+        // The probe's caller goes away: the next call probes instead.
         drop(probe);
-        assert_eq!(b.state(), BreakerState::Open, "no stuck half-open");
+        assert_eq!(b.state(), BreakerState::HalfOpen, "no verdict either way");
+        b.try_acquire().expect("the next probe").success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod admin;
 mod components;
+mod connections;
 pub mod dashboard;
 mod front;
 mod health;
@@ -33,6 +34,7 @@ use crate::telemetry::metrics::Metrics;
 use stats::Stats;
 
 pub use admin::{ACTOR_HEADER, AdminAuth, TOKEN_ENV as ADMIN_TOKEN_ENV};
+pub use connections::{ConnectionLimits, serve_connections};
 pub use limits::{API_KEY_HEADER, RateLimits};
 pub use request_id::RequestId;
 

@@ -34,7 +34,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 #[derive(Parser)]
 #[command(name = "loadtest", version, about = "Load-test Switchyard's reference app")]
 struct Cli {
-    /// smoke, warmup, baseline, spike, stress, soak, hotswap, outage, mixed, canary — or
+    /// smoke, warmup, baseline, spike, stress, soak, hotswap, outage, mixed, canary, hostile — or
     /// `report` to compare the latest runs.
     #[arg(default_value = "smoke")]
     scenario: String,

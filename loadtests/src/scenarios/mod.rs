@@ -9,8 +9,10 @@
 //! - [`hotswap`]: load while the order handler is redeployed again and again.
 //! - [`outage`]: load while the providers are down; every message delivered.
 //! - [`canary`]: load while faulty and good builds are deployed as canaries.
+//! - [`hostile`]: load while hostile clients attack the same host.
 
 pub mod canary;
+pub mod hostile;
 pub mod hotswap;
 pub mod outage;
 pub mod steady;
@@ -51,6 +53,8 @@ pub enum Scenario {
     Mixed,
     /// Load while faulty and good builds are deployed as canaries.
     Canary,
+    /// Load while slow, idle, malformed and leaving clients attack the host.
+    Hostile,
 }
 
 impl Scenario {
@@ -66,6 +70,7 @@ impl Scenario {
             Scenario::Outage => "outage",
             Scenario::Mixed => "mixed",
             Scenario::Canary => "canary",
+            Scenario::Hostile => "hostile",
         }
     }
 
@@ -84,6 +89,9 @@ impl Scenario {
             Scenario::Mixed => (60, 150.0, 8, 0.0, 500.0),
             // Its duration bounds the five rollouts; it ends after the last.
             Scenario::Canary => (600, 200.0, 8, 0.0, 2000.0),
+            // Long enough that the attack (the middle half) outlasts the
+            // host's 30 s header read and request timeouts.
+            Scenario::Hostile => (90, 100.0, 8, 0.0, 1000.0),
         };
         Defaults {
             duration: Duration::from_secs(secs),
@@ -173,6 +181,7 @@ pub async fn run(scenario: Scenario, context: &Context) -> anyhow::Result<Findin
         Scenario::Hotswap => hotswap::run(context).await,
         Scenario::Outage => outage::run(context).await,
         Scenario::Canary => canary::run(context).await,
+        Scenario::Hostile => hostile::run(context).await,
     }
 }
 
