@@ -29,10 +29,11 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::Runtime;
 use super::admit::Rejection;
+use super::invoke::Sandbox;
 use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
-use super::registry::Prepared;
-use super::reuse::{Retired, Warm};
+use super::registry::{Deployed, Prepared};
+use super::reuse::{Checkout, Lease, Retired, Warm};
 use super::state::InvocationState;
 use crate::config::World;
 
@@ -134,6 +135,27 @@ impl Call for ProxyPre<InvocationState> {
 }
 
 impl Runtime {
+    /// The sandbox of one `wasi:http` call, and the instance and lease it
+    /// runs with: a warm instance of its version when the component reuses
+    /// instances and one is idle; else a new one, kept afterwards when the
+    /// pool has room.
+    pub(crate) fn proxy_sandbox(
+        &self,
+        deployed: &Deployed,
+        request_id: &Arc<str>,
+    ) -> (Sandbox, Option<Proxy>, Option<Lease>) {
+        let Some(pool) = &deployed.warm else { return (self.sandbox(deployed, request_id), None, None) };
+        match pool.take(deployed.serial) {
+            Checkout::Warm(Warm { store, proxy, lease }) => {
+                (self.resumed_sandbox(deployed, request_id, store), Some(proxy), Some(lease))
+            }
+            Checkout::Fresh(lease) => {
+                let sandbox = self.sandbox(deployed, request_id).keeping_store(lease.is_some());
+                (sandbox, None, lease)
+            }
+        }
+    }
+
     /// Runs a `wasi:http/proxy` component's `handle` for one request. The
     /// reply comes back when the guest sets its response; the invocation
     /// is recorded when the guest returns.
@@ -220,7 +242,7 @@ impl Runtime {
                 if let (Ok(proxy), Some(store), Some(lease), Some(pool)) =
                     (execution.result, execution.store, lease, &deployed.warm)
                 {
-                    pool.give_back(&deployed, Warm { store, proxy, lease });
+                    pool.give_back(deployed.serial, &deployed.retired, Warm { store, proxy, lease });
                 }
                 admitted.settle(canary || !outcome.is_fault());
                 let status = (status != 0).then_some(status);

@@ -76,7 +76,7 @@ impl Deployed {
     /// kept after their calls.
     fn retire(&self) {
         match &self.warm {
-            Some(pool) => pool.retire_version(self),
+            Some(pool) => pool.retire_version(self.serial, &self.retired),
             None => self.retired.store(true, Ordering::Relaxed),
         }
     }

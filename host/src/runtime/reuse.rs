@@ -19,7 +19,7 @@
 //! instances, busy or idle, so warm instances never take the pooling
 //! allocator's slots from the invocations that need them.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -27,9 +27,6 @@ use metrics::{Counter, Gauge};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
-use super::Runtime;
-use super::invoke::Sandbox;
-use super::registry::Deployed;
 use super::state::InvocationState;
 use crate::clock::SharedClock;
 use crate::config::ReuseConfig;
@@ -242,10 +239,10 @@ impl WarmPool {
         Some(Lease { pool: self.clone(), served: 1, reason: Retired::Failed, released: false })
     }
 
-    /// Keeps an instance whose call of `deployed` went well, unless it has
-    /// served its share, its version was swapped out, or its guest has
-    /// written most of what it may.
-    pub(crate) fn give_back(&self, deployed: &Deployed, warm: Warm) {
+    /// Keeps an instance of version `serial` whose call went well, unless it
+    /// has served its share, its version was swapped out (`retired`), or its
+    /// guest has written most of what it may.
+    pub(crate) fn give_back(&self, serial: u64, retired: &AtomicBool, warm: Warm) {
         let reason = if warm.lease.served >= self.max_requests {
             Some(Retired::MaxRequests)
         } else if warm.store.data().output_mostly_used() {
@@ -261,22 +258,22 @@ impl WarmPool {
         let mut idle = self.lock();
         // Checked under the lock `retire_version` takes, so an instance is
         // never left idle for a version that no longer serves.
-        if deployed.retired.load(Ordering::Relaxed) {
+        if retired.load(Ordering::Relaxed) {
             drop(idle);
             warm.retire(Retired::Swapped);
             return;
         }
-        idle.push(Idle { version: deployed.serial, since_ms, instance: warm });
+        idle.push(Idle { version: serial, since_ms, instance: warm });
         self.idle_gauge.set(idle.len() as f64);
     }
 
-    /// Marks `deployed` as no longer serving and drops its idle instances;
-    /// busy ones retire when their calls end.
-    pub(crate) fn retire_version(&self, deployed: &Deployed) {
+    /// Marks version `serial` as no longer serving (`retired`) and drops its
+    /// idle instances; busy ones retire when their calls end.
+    pub(crate) fn retire_version(&self, serial: u64, retired: &AtomicBool) {
         let swapped: Vec<Idle> = {
             let mut idle = self.lock();
-            deployed.retired.store(true, Ordering::Relaxed);
-            let (swapped, kept) = std::mem::take(&mut *idle).into_iter().partition(|i| i.version == deployed.serial);
+            retired.store(true, Ordering::Relaxed);
+            let (swapped, kept) = std::mem::take(&mut *idle).into_iter().partition(|i| i.version == serial);
             *idle = kept;
             self.idle_gauge.set(idle.len() as f64);
             swapped
@@ -316,29 +313,6 @@ async fn sweep_while_alive(pool: Weak<WarmPool>, period: Duration) {
         match pool.upgrade() {
             Some(pool) => pool.sweep(),
             None => return,
-        }
-    }
-}
-
-impl Runtime {
-    /// The sandbox of one `wasi:http` call, and the instance and lease it
-    /// runs with: a warm instance of its version when the component reuses
-    /// instances and one is idle; else a new one, kept afterwards when the
-    /// pool has room.
-    pub(crate) fn proxy_sandbox(
-        &self,
-        deployed: &Deployed,
-        request_id: &Arc<str>,
-    ) -> (Sandbox, Option<Proxy>, Option<Lease>) {
-        let Some(pool) = &deployed.warm else { return (self.sandbox(deployed, request_id), None, None) };
-        match pool.take(deployed.serial) {
-            Checkout::Warm(Warm { store, proxy, lease }) => {
-                (self.resumed_sandbox(deployed, request_id, store), Some(proxy), Some(lease))
-            }
-            Checkout::Fresh(lease) => {
-                let sandbox = self.sandbox(deployed, request_id).keeping_store(lease.is_some());
-                (sandbox, None, lease)
-            }
         }
     }
 }
