@@ -218,6 +218,36 @@ async fn rollback_restores_and_restart_keeps_the_deployed_version_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_bytes_are_checked_against_their_digest() {
+    let host = TestHost::start(Backend::Sqlite).await.expect("host");
+    let original = host.runtime.registry().list().into_iter().find(|c| c.name == "order-handler").unwrap().digest;
+    let (status, report) = deploy(&host, "order-handler", variant(&component_bytes("order-handler"), "v2")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let v2 = report["version"].as_str().unwrap().to_owned();
+
+    // The original's stored bytes change behind the host's back.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&host.config.database.url).await.unwrap();
+    let tampered = variant(&component_bytes("order-handler"), "tampered");
+    let changed = sqlx::query("UPDATE component_versions SET bytes = ? WHERE digest = ?")
+        .bind(&tampered)
+        .bind(&original)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    pool.close().await;
+
+    // Even though the original's code is still compiled in memory, the
+    // rollback reads its bytes, and refuses them.
+    let (status, body) = host.admin(reqwest::Method::POST, "/admin/components/order-handler/rollback").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(active_version(&host, "order-handler"), v2, "the active version serves on");
+    let response = TestHost::client().get(format!("{}/orders/x", host.url)).send().await.unwrap();
+    assert_eq!(response.headers()["x-switchyard-version"], v2.as_str());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_detects_a_modified_row() {
     let host = TestHost::start(Backend::Sqlite).await.expect("host");
     deploy(&host, "order-handler", variant(&component_bytes("order-handler"), "a")).await;

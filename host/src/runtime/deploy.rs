@@ -78,6 +78,8 @@ pub enum DeployError {
     NoCanary(String),
     #[error("storage failed: {0}")]
     Storage(#[from] DbError),
+    #[error("the stored bytes of {component} version {digest} do not hash to it; refusing to serve them")]
+    Corrupt { component: String, digest: String },
 }
 
 impl Runtime {
@@ -94,28 +96,39 @@ impl Runtime {
     /// version before the active one.
     pub async fn rollback(&self, name: &str, version: Option<&str>, actor: &str) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
-        let result =
-            async {
-                let active = self.registry.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
-                let target = match version {
-                    Some(version) => version.to_owned(),
-                    None => self
-                        .db
-                        .deployments(name, 100)
-                        .await?
-                        .into_iter()
-                        .map(|row| row.digest)
-                        .find(|digest| *digest != active.digest)
-                        .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?,
-                };
-                let (_, bytes) = self.db.component_version(name, &target).await?.ok_or_else(|| {
-                    DeployError::UnknownVersion { component: name.to_owned(), version: target.clone() }
-                })?;
-                self.prepare_and_swap(name, Bytes::from(bytes), actor, "rollback").await
-            }
-            .await;
+        let result = async {
+            let active = self.registry.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+            let target = match version {
+                Some(version) => version.to_owned(),
+                None => self
+                    .db
+                    .deployments(name, 100)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.digest)
+                    .find(|digest| *digest != active.digest)
+                    .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?,
+            };
+            let bytes = self
+                .stored_version(name, &target)
+                .await?
+                .ok_or_else(|| DeployError::UnknownVersion { component: name.to_owned(), version: target.clone() })?;
+            self.prepare_and_swap(name, bytes, actor, "rollback").await
+        }
+        .await;
         self.audit_attempt("rollback", name, actor, &result, None, Written::WithDeployment).await;
         result
+    }
+
+    /// The stored bytes of `name`'s version `digest_prefix`, checked against
+    /// their digest: the database is trusted to keep them, not to keep them
+    /// intact.
+    pub(crate) async fn stored_version(&self, name: &str, digest_prefix: &str) -> Result<Option<Bytes>, DeployError> {
+        let Some((digest, bytes)) = self.db.component_version(name, digest_prefix).await? else { return Ok(None) };
+        if registry::digest(&bytes) != digest {
+            return Err(DeployError::Corrupt { component: name.to_owned(), digest });
+        }
+        Ok(Some(Bytes::from(bytes)))
     }
 
     async fn prepare_and_swap(

@@ -193,15 +193,27 @@ impl Runtime {
             let last = self.db.deployments(name, 1).await?.into_iter().next();
             let (bytes, origin) = match last {
                 Some(last) if last.digest != file_digest => {
-                    match self.db.component_version(name, &last.digest).await? {
-                        Some((_, stored)) => {
+                    let stored = match self.stored_version(name, &last.digest).await {
+                        Err(DeployError::Corrupt { digest, .. }) => {
+                            tracing::error!(
+                                component = name,
+                                version = &digest[..12],
+                                "the last deployed version's stored bytes do not match their digest; serving the \
+                                 config file's version instead"
+                            );
+                            None
+                        }
+                        stored => stored?,
+                    };
+                    match stored {
+                        Some(stored) => {
                             tracing::info!(
                                 component = name,
                                 version = &last.digest[..12],
                                 file_version = &file_digest[..12],
                                 "serving the last deployed version, not the config file's"
                             );
-                            (stored, format!("stored version {}", &last.digest[..12]))
+                            (Vec::from(stored), format!("stored version {}", &last.digest[..12]))
                         }
                         None => (file_bytes, path.display().to_string()),
                     }

@@ -292,7 +292,7 @@ fn deploy_error(err: DeployError) -> AppError {
             AppError::BadRequest(err.to_string())
         }
         DeployError::Rejected(_) => AppError::Unprocessable(err.to_string()),
-        DeployError::Storage(_) => AppError::Internal(err.into()),
+        DeployError::Storage(_) | DeployError::Corrupt { .. } => AppError::Internal(err.into()),
     }
 }
 
