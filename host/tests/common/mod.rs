@@ -72,6 +72,12 @@ pub fn test_config(database_url: &str) -> Config {
 
 /// Connector components delivering to a simulator at `provider`.
 pub fn delivery_config(database_url: &str, provider: &str, allowed: &str, dispatch: bool, concurrency: u32) -> Config {
+    parse_config(&delivery_toml(database_url, provider, allowed, dispatch, concurrency))
+}
+
+/// The text of [`delivery_config`], with absolute component paths, for a
+/// host started from a file.
+pub fn delivery_toml(database_url: &str, provider: &str, allowed: &str, dispatch: bool, concurrency: u32) -> String {
     let mut extra = format!(
         r#"
         [outbox]
@@ -98,10 +104,23 @@ pub fn delivery_config(database_url: &str, provider: &str, allowed: &str, dispat
             "#
         ));
     }
-    config_with(database_url, &extra)
+    config_text(database_url, &extra)
 }
 
 fn config_with(database_url: &str, extra: &str) -> Config {
+    parse_config(&config_text(database_url, extra))
+}
+
+fn parse_config(text: &str) -> Config {
+    match Config::parse(text, components_dir()) {
+        Ok(config) => config,
+        Err(err) => panic!("test config is invalid: {err:#}"),
+    }
+}
+
+/// The test config's text: the reference app, every fixture and `extra`,
+/// its component paths absolute.
+fn config_text(database_url: &str, extra: &str) -> String {
     let dir = components_dir();
     let connectors =
         if extra.contains("[connectors.") { "" } else { "[connectors.email]\n[connectors.sms]\n[connectors.webhook]" };
@@ -197,10 +216,14 @@ fn config_with(database_url: &str, extra: &str) -> Config {
         api_key = true
         "#
     );
-    match Config::parse(&text, dir) {
-        Ok(config) => config,
-        Err(err) => panic!("test config is invalid: {err:#}"),
-    }
+    // Component files (never route paths) are made absolute.
+    text.lines()
+        .map(|line| match line.trim().strip_prefix("path = \"") {
+            Some(file) if file.ends_with(".wasm\"") => format!("path = \"{}/{file}", dir.display()),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A running host and a handle on its database.
@@ -445,7 +468,8 @@ async fn admin_pool(server: &str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(server).await.expect("connect to PostgreSQL")
 }
 
-async fn create_postgres_database(server: &str) -> (String, String) {
+/// A fresh database on the PostgreSQL server at `server`: its URL and name.
+pub async fn create_postgres_database(server: &str) -> (String, String) {
     let name = format!("switchyard_test_{}", uuid::Uuid::new_v4().simple());
     let pool = admin_pool(server).await;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
@@ -463,7 +487,8 @@ async fn create_postgres_database(server: &str) -> (String, String) {
     (url, name)
 }
 
-async fn drop_postgres_database(server: &str, name: &str) {
+/// Drops a database [`create_postgres_database`] made.
+pub async fn drop_postgres_database(server: &str, name: &str) {
     let pool = admin_pool(server).await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
     pool.close().await;
