@@ -13,7 +13,9 @@
 # Rounds interleave the servers, native first then Switchyard, each on a
 # fresh database; figures are medians over rounds. Server CPU per request is
 # user + system time of the server process over the knee's step (for
-# Switchyard it includes delivering that step's outbox messages). SQLite
+# Switchyard it includes delivering that step's outbox messages). For
+# Switchyard, the outbox backlog (PENDING messages) is read from the admin
+# API as each step's load ends: whether delivery keeps up. SQLite
 # always; PostgreSQL too when DATABASE_URL is set (a fresh database per
 # server and round, created and dropped with psql). Prints a Markdown table
 # and writes it under loadtests/results/. Traffic stays on loopback; every
@@ -117,15 +119,24 @@ cpu_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# One step at one rate; prints "rps p50 p95 p99 error_rate requests cpu_us" or fails.
-step_at() { # $1 = port, $2 = rate, $3 = results dir
-    local before after
+# PENDING outbox messages on Switchyard; "-" for the native server, which has no delivery.
+backlog() { # $1 = server, $2 = port
+    [ "$1" = switchyard ] || { echo -; return; }
+    curl -sf -H "Authorization: Bearer bench" "http://127.0.0.1:$2/admin/outbox?limit=1" |
+        python3 -c 'import json, sys; print(sum(c["count"] for c in json.load(sys.stdin)["counts"] if c["status"].upper() == "PENDING"))' ||
+        echo "?"
+}
+
+# One step at one rate; prints "rps p50 p95 p99 error_rate requests cpu_us backlog" or fails.
+step_at() { # $1 = port, $2 = rate, $3 = results dir, $4 = server
+    local before after pending
     before=$(cpu_ticks "$pid")
     # Thresholds are judged below; these only keep the exit status quiet.
     "$bin/loadtest" baseline --target "http://127.0.0.1:$1" --rate "$2" --duration "$step" \
         --max-error-rate 1 --max-p99-ms 1e9 --results-dir "$3" >/dev/null 2>"$3.log" || true
     after=$(cpu_ticks "$pid")
-    CPU_TICKS=$((after - before)) TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$3" <<'PY'
+    pending=$(backlog "$4" "$1")
+    PENDING=$pending CPU_TICKS=$((after - before)) TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$3" <<'PY'
 import glob, json, os, sys
 found = glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))
 if not found:
@@ -133,22 +144,22 @@ if not found:
 s = json.load(open(found[0]))
 l = s["latency"]
 cpu_us = int(os.environ["CPU_TICKS"]) / int(os.environ["TICKS_PER_SECOND"]) * 1e6 / max(s["requests"], 1)
-print(f'{s["achieved_rps"]:.1f} {l["p50_ms"]:.2f} {l["p95_ms"]:.2f} {l["p99_ms"]:.2f} {s["error_rate"]:.5f} {s["requests"]} {cpu_us:.0f}')
+print(f'{s["achieved_rps"]:.1f} {l["p50_ms"]:.2f} {l["p95_ms"]:.2f} {l["p99_ms"]:.2f} {s["error_rate"]:.5f} {s["requests"]} {cpu_us:.0f} {os.environ["PENDING"]}')
 PY
 }
 
-# Steps one server up the rates; prints "db server round knee rps p50 p95 p99 errors cpu broke_at".
+# Steps one server up the rates; prints "db server round knee rps p50 p95 p99 errors cpu backlog broke_at".
 knee() { # $1 = db, $2 = server, $3 = round
     local port knee_line="" broke="-" out
     port=$(free_port)
     fresh_database "$1" "$2-$3"
     start "$2" "$port" "$url"
     for rate in "${rates[@]}"; do
-        out=$(step_at "$port" "$rate" "$work/lt-$1-$2-$3-$rate") || { broke="$rate(no summary)"; break; }
-        read -r rps p50 p95 p99 errors requests cpu <<<"$out"
-        echo "  $2 at $rate/s: $rps req/s, p95 $p95 ms, errors $errors, $cpu µs CPU/request" >&2
+        out=$(step_at "$port" "$rate" "$work/lt-$1-$2-$3-$rate" "$2") || { broke="$rate(no summary)"; break; }
+        read -r rps p50 p95 p99 errors _requests cpu pending <<<"$out"
+        echo "  $2 at $rate/s: $rps req/s, p95 $p95 ms, errors $errors, $cpu µs CPU/request, outbox backlog $pending" >&2
         if python3 -c "import sys; sys.exit(0 if $p95 < $p95_limit_ms and $errors < $error_limit else 1)"; then
-            knee_line="$rate $rps $p50 $p95 $p99 $errors $cpu"
+            knee_line="$rate $rps $p50 $p95 $p99 $errors $cpu $pending"
         else
             broke="$rate"
             break
@@ -156,7 +167,7 @@ knee() { # $1 = db, $2 = server, $3 = round
     done
     stop
     [ "$1" = postgres ] && drop_pg_database
-    [ -n "$knee_line" ] || knee_line="0 0 0 0 0 0 0"
+    [ -n "$knee_line" ] || knee_line="0 0 0 0 0 0 0 -"
     echo "$1 $2 $3 $knee_line $broke"
 }
 
@@ -176,18 +187,18 @@ python3 - "$samples" "$step" "$rounds" "$(nproc)" "${rates[*]}" <<'PY' | tee "$r
 import statistics, sys
 from collections import defaultdict
 path, step, rounds, cores, rates = sys.argv[1:]
-runs = defaultdict(list)  # (db, server) → [(knee, rps, p50, p95, p99, errors, cpu, broke)]
+runs = defaultdict(list)  # (db, server) → [(knee, rps, p50, p95, p99, errors, cpu, broke, backlog)]
 for line in open(path):
-    db, server, _round, *figures, broke = line.split()
-    runs[(db, server)].append(tuple(float(f) for f in figures) + (broke,))
+    db, server, _round, *figures, backlog, broke = line.split()
+    runs[(db, server)].append(tuple(float(f) for f in figures) + (broke, backlog))
 def med(db, server, i):
     return statistics.median(r[i] for r in runs[(db, server)])
 print(f"`loadtest baseline --target` (open model, orders only), rates {rates} req/s, {step} per step, "
       f"median of {rounds} rounds, {cores} cores shared by load generator, servers and simulator. "
       "Knee: the highest rate with p95 < 50 ms and < 0.1 % errors; figures at the knee.")
 print()
-print("| database | server | knee (req/s offered) | achieved req/s | p50 | p95 | p99 | server CPU per order | knees per round | first rate that broke |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+print("| database | server | knee (req/s offered) | achieved req/s | p50 | p95 | p99 | server CPU per request | knees per round | first rate that broke | outbox backlog after the knee's step |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|")
 top = float(rates.split()[-1])
 names = {"native": "(a) orders-native (axum + sqlx)", "switchyard": "(b) Switchyard, reference app, delivery on"}
 dbs = sorted({db for db, _ in runs}, key=lambda d: d != "sqlite")
@@ -197,7 +208,7 @@ for db in dbs:
         rs = runs[(db, server)]
         print(f"| {db} | {names[server]} | {med(db, server, 0):,.0f} | {med(db, server, 1):,.0f} | "
               f"{med(db, server, 2):.1f} ms | {med(db, server, 3):.1f} ms | {med(db, server, 4):.1f} ms | "
-              f"{med(db, server, 6):,.0f} µs | {', '.join(f'{r[0]:,.0f}' for r in rs)} | {', '.join(r[7] for r in rs)} |")
+              f"{med(db, server, 6):,.0f} µs | {', '.join(f'{r[0]:,.0f}' for r in rs)} | {', '.join(r[7] for r in rs)} | {', '.join(r[8] for r in rs)} |")
 print()
 for db in dbs:
     if (db, "native") not in runs or (db, "switchyard") not in runs: continue
@@ -208,7 +219,7 @@ for db in dbs:
     verdict = "met" if ratio >= 0.5 else "NOT met"
     if native >= top and ratio >= 0.5:
         verdict = f"not decided (native held {top:,.0f} req/s, the highest rate tried: the ratio is at most this)"
-    print(f"- {db}: Switchyard / native knee {ratio:.2f}× (CPU per order {cpu_ratio:.1f}× native's) "
+    print(f"- {db}: Switchyard / native knee {ratio:.2f}× (CPU per request {cpu_ratio:.1f}× native's) "
           f"— goal ≥ 0.5×: {verdict}")
     if db == "sqlite":
         print(f"- sqlite: Switchyard's knee {ours:,.0f} req/s — goal ≥ 1,500 at p95 < 50 ms: "
