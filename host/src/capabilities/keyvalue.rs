@@ -91,6 +91,9 @@ impl KeyValueView<'_> {
 impl store::Host for KeyValueView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
         check_name("bucket identifier", &identifier)?;
+        if identifier.is_empty() {
+            return Err(KvError::Other("a bucket identifier must not be empty".to_owned()));
+        }
         Ok(self.table.push(Bucket { name: identifier })?)
     }
 

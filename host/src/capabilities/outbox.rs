@@ -15,6 +15,10 @@ const MAX_RECIPIENT_BYTES: usize = 512;
 const MAX_SUBJECT_BYTES: usize = 1024;
 const MAX_BODY_BYTES: usize = 256 * 1024;
 const MAX_METADATA_ENTRIES: usize = 32;
+/// Messages one invocation may enqueue: an order enqueues three; a guest
+/// looping on `enqueue` is refused before its transaction grows without
+/// bound.
+pub const MAX_MESSAGES_PER_INVOCATION: u32 = 1_000;
 
 /// What enqueueing needs: the connectors that exist and the invocation's
 /// transaction, plus who enqueues for the logs.
@@ -39,6 +43,11 @@ impl Host for OutboxView<'_> {
         }
         if let Err(problem) = validate(&message) {
             return Ok(Err(EnqueueError::Invalid(problem)));
+        }
+        if self.unit_of_work.enqueued() >= MAX_MESSAGES_PER_INVOCATION {
+            return Ok(Err(EnqueueError::Invalid(format!(
+                "more than {MAX_MESSAGES_PER_INVOCATION} messages in one invocation"
+            ))));
         }
         let message = NewMessage {
             recipient: message.recipient,

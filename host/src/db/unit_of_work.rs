@@ -26,13 +26,13 @@ pub struct UnitOfWork {
     tx: Option<Transaction<'static, Any>>,
     /// Held for the life of a SQLite transaction: see `Database::write_gate`.
     _write_permit: Option<OwnedSemaphorePermit>,
-    /// Whether a commit must wake the outbox dispatchers.
-    enqueued: bool,
+    /// Messages enqueued so far; a commit after any wakes the dispatchers.
+    enqueued: u32,
 }
 
 impl UnitOfWork {
     pub(super) fn new(db: Database, component: Arc<str>, request_id: Arc<str>) -> Self {
-        Self { db, component, request_id, tx: None, _write_permit: None, enqueued: false }
+        Self { db, component, request_id, tx: None, _write_permit: None, enqueued: 0 }
     }
 
     /// A new, unbegun unit of work of the same component, for `request_id`.
@@ -191,6 +191,11 @@ impl UnitOfWork {
         Ok(next)
     }
 
+    /// Messages this unit of work has enqueued.
+    pub fn enqueued(&self) -> u32 {
+        self.enqueued
+    }
+
     /// Stores a PENDING outbox message and returns its id.
     pub async fn enqueue(&mut self, connector: &str, message: &NewMessage) -> Result<String, DbError> {
         let id = uuid::Uuid::now_v7().to_string();
@@ -214,7 +219,7 @@ impl UnitOfWork {
         .bind(now)
         .execute(&mut **tx)
         .await?;
-        self.enqueued = true;
+        self.enqueued += 1;
         Ok(id)
     }
 
@@ -222,7 +227,7 @@ impl UnitOfWork {
     pub async fn commit(mut self) -> Result<(), DbError> {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
-            if self.enqueued {
+            if self.enqueued > 0 {
                 self.db.signal_outbox();
             }
         }

@@ -28,6 +28,8 @@ pub struct InvocationState {
     pub(crate) component: Arc<ComponentContext>,
     /// Attached to every log line the guest writes.
     pub(crate) request_id: Arc<str>,
+    /// Lines the guest has logged in this call.
+    log_lines: u32,
     /// The invocation's transaction; committed or rolled back by `invoke`.
     pub(crate) unit_of_work: UnitOfWork,
     /// Guest-held resources such as open key-value buckets.
@@ -61,6 +63,7 @@ impl InvocationState {
         let (component, request_id) = (component.clone(), request_id.clone());
         Self {
             unit_of_work,
+            log_lines: 0,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             // Already passed until `store::new_store` sets the call's own.
@@ -93,6 +96,7 @@ impl InvocationState {
         self.unit_of_work = self.unit_of_work.renewed(request_id.clone());
         self.outbound = OutboundPolicy::new(self.component.clone(), request_id.clone());
         self.limiter.exceeded = false;
+        self.log_lines = 0;
         self.deadline = deadline;
     }
 
@@ -146,7 +150,7 @@ impl Capabilities for InvocationState {
     }
 
     fn log(&mut self) -> LogView<'_> {
-        LogView { component: &self.component.name, request_id: &self.request_id }
+        LogView { component: &self.component.name, request_id: &self.request_id, lines: &mut self.log_lines }
     }
 
     fn metrics(&mut self) -> MetricsView<'_> {
