@@ -797,8 +797,52 @@ impl Config {
                 bail!("duplicate route {method} {}", route.path);
             }
         }
+        validate_route_table(&self.routes)?;
         Ok(())
     }
+}
+
+/// Paths the host serves itself (`server/`: health, metrics, dashboard,
+/// admin API). A route may not take one, nor a path the router could not
+/// tell apart from one; each router in `server/` that adds a path adds it
+/// here too.
+pub const HOST_PATHS: &[&str] = &[
+    "/admin/components",
+    "/admin/components/{name}",
+    "/admin/components/{name}/rollback",
+    "/admin/components/{name}/rollout",
+    "/admin/components/{name}/rollout/abort",
+    "/admin/components/{name}/rollout/promote",
+    "/admin/outbox",
+    "/admin/outbox/{id}/retry",
+    "/admin/stats",
+    "/admin/stats/stream",
+    "/dashboard",
+    "/dashboard/{file}",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+];
+
+/// Refuses route paths that conflict with each other or with the host's own
+/// paths in a way the router cannot resolve (`/a/{x}` beside `/a/{*rest}`,
+/// or a route on `/metrics`): axum would panic on them at startup.
+fn validate_route_table(routes: &[RouteConfig]) -> anyhow::Result<()> {
+    let mut router = matchit::Router::new();
+    for path in HOST_PATHS {
+        router.insert(*path, ()).map_err(|err| anyhow::anyhow!("host path {path}: {err}"))?;
+    }
+    let mut seen = HashSet::new();
+    for route in routes.iter().filter(|route| seen.insert(route.path.as_str())) {
+        if HOST_PATHS.contains(&route.path.as_str()) {
+            bail!("route {} {}: the host serves this path itself", route.method, route.path);
+        }
+        if let Err(err) = router.insert(route.path.as_str(), ()) {
+            bail!("route {} {}: {err}", route.method, route.path);
+        }
+    }
+    Ok(())
 }
 
 fn validate_name(kind: &str, name: &str) -> anyhow::Result<()> {
@@ -951,6 +995,35 @@ mod tests {
     }
 
     #[test]
+    fn routes_the_router_cannot_tell_apart_are_refused() {
+        let with = |routes: &[(&str, &str)]| {
+            let mut text = "[components.app]\npath = \"app.wasm\"\n".to_owned();
+            for (method, path) in routes {
+                text.push_str(&format!("[[routes]]\nmethod = \"{method}\"\npath = \"{path}\"\ncomponent = \"app\"\n"));
+            }
+            parse(&text)
+        };
+        for (routes, expected) in [
+            (&[("GET", "/metrics")][..], "the host serves this path itself"),
+            (&[("POST", "/admin/outbox")][..], "the host serves this path itself"),
+            (&[("GET", "/health/ready")][..], "the host serves this path itself"),
+            (&[("GET", "/a/{x}"), ("GET", "/a/{*rest}")][..], "conflict"),
+            (&[("GET", "/dashboard/{*rest}")][..], "conflict"),
+        ] {
+            let err = with(routes).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{routes:?}: {err:#}");
+        }
+        for routes in [
+            &[("*", "/{*path}")][..],
+            &[("GET", "/a/{x}"), ("GET", "/a/b")][..],
+            &[("GET", "/admin/{x}")][..],
+            &[("GET", "/items/{id}"), ("PUT", "/items/{id}")][..],
+        ] {
+            with(routes).unwrap_or_else(|err| panic!("{routes:?}: {err:#}"));
+        }
+    }
+
+    #[test]
     fn compile_niceness_is_a_nice_value() {
         assert_eq!(parse(MINIMAL).unwrap().runtime.compile_niceness, 10);
         let with = |n: i32| parse(&format!("{MINIMAL}\n[runtime]\ncompile_niceness = {n}\n"));
@@ -1031,7 +1104,7 @@ mod tests {
 
     #[test]
     fn wasi_http_components_take_any_method_catch_all_routes() {
-        let config = parse(&with_routes(&[("*", "/http/{*rest}", "proxy"), ("GET", "/http/{id}", "proxy")])).unwrap();
+        let config = parse(&with_routes(&[("*", "/http/{*rest}", "proxy"), ("GET", "/pages/{id}", "proxy")])).unwrap();
         assert_eq!(config.components["proxy"].world, World::WasiHttp);
         assert_eq!(config.routes.len(), 3);
     }
