@@ -51,19 +51,13 @@ pub(crate) enum Retired {
     Evicted,
 }
 
-impl Retired {
-    const ALL: [Retired; RETIRE_REASONS.len()] = [
-        Retired::MaxRequests,
-        Retired::Failed,
-        Retired::Stopped,
-        Retired::Swapped,
-        Retired::Idle,
-        Retired::Output,
-        Retired::Evicted,
-    ];
+// One label per reason, the last reason last.
+const _: () = assert!(Retired::Evicted as usize + 1 == RETIRE_REASONS.len());
 
+impl Retired {
+    /// Its place in [`RETIRE_REASONS`]: variants are declared in that order.
     fn index(self) -> usize {
-        Retired::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -203,7 +197,7 @@ impl WarmPool {
         let checkout = {
             let mut idle = self.lock();
             self.expire(&mut idle, now, &mut retiring);
-            match idle.iter().rposition(|i| i.version == version) {
+            let checkout = match idle.iter().rposition(|i| i.version == version) {
                 Some(at) => {
                     let mut warm = idle.remove(at).instance;
                     warm.lease.served += 1;
@@ -220,9 +214,10 @@ impl WarmPool {
                     }
                     Checkout::Fresh(self.lease())
                 }
-            }
+            };
+            self.idle_gauge.set(idle.len() as f64);
+            checkout
         };
-        self.idle_gauge.set(self.lock().len() as f64);
         // Dropped outside the lock: a store's drop returns its slot to the
         // pooling allocator, and a lease's drop counts the retirement.
         drop(retiring);
