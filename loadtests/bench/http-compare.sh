@@ -29,6 +29,8 @@
 # debug write it at info, so their plain variants do.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=loadtests/bench/lib.sh
+source loadtests/bench/lib.sh
 : "${CARGO_TARGET_DIR:=target}"
 switchyard="$CARGO_TARGET_DIR/release/switchyard"
 hello_axum="$CARGO_TARGET_DIR/release/hello-axum"
@@ -72,9 +74,6 @@ else
         "(install it with: cargo install wasmtime-cli --version 48.0.8 --locked)" >&2
 fi
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # Requests one instance serves in the reuse variants, on both hosts.
 reuse_count=128
@@ -166,10 +165,6 @@ stop() {
     pid=""
 }
 
-# CPU time (user + system) the process has used, in clock ticks.
-cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
 
 # One measurement: prints "variant round rps p50_us p99_us errors cpu_us_per_request".
 measure() { # $1 = variant, $2 = round

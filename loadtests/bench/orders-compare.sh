@@ -27,6 +27,8 @@
 # DATABASE_URL is set).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=loadtests/bench/lib.sh
+source loadtests/bench/lib.sh
 : "${CARGO_TARGET_DIR:=target}"
 bin="$CARGO_TARGET_DIR/release"
 for f in "$bin/switchyard" "$bin/orders-native" "$bin/loadtest" "$bin/provider-simulator" components/build/order-handler.wasm; do
@@ -66,9 +68,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # One simulator for the whole run: Switchyard's connectors deliver to it.
 sim_port=$(free_port)
@@ -114,10 +113,6 @@ stop() {
     pid=""
 }
 
-# CPU time (user + system) the process has used, in clock ticks.
-cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
 
 # PENDING outbox messages on Switchyard; "-" for the native server, which has no delivery.
 backlog() { # $1 = server, $2 = port
