@@ -124,6 +124,11 @@ bench-metrics: components
     cargo build --release -p switchyard
     loadtests/bench/metrics-overhead.sh
 
+# Fuzz targets (host/fuzz: config, upload, http, metrics) under libFuzzer, SECONDS each,
+# from the committed corpus; prints iterations and findings. `just test` replays the corpus.
+fuzz SECONDS="60" *TARGETS: components
+    scripts/fuzz.sh {{SECONDS}} {{TARGETS}}
+
 # Format the host workspace.
 fmt:
     cargo fmt --all

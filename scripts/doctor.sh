@@ -55,7 +55,7 @@ version_matching() {
     { "$@" 2>&1 || true; } | grep -m1 -E "$pattern"
 }
 
-echo "Prerequisites (used by: run = just run, test = just test, bench = just bench*, loadtest = just loadtest)"
+echo "Prerequisites (used by: run = just run, test = just test, bench = just bench*, loadtest = just loadtest, fuzz = just fuzz)"
 check cargo "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of cargo --version
 check rustc "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of rustc --version
 check just "run test bench loadtest" "cargo install just --locked" version_of just --version
@@ -68,6 +68,7 @@ check node "test" "apt-get install nodejs npm" version_of node --version
 check npm "test" "apt-get install nodejs npm" version_of npm --version
 check chromium "test" "apt-get install chromium" version_matching '^Chromium' chromium --version
 check wrk "bench" "apt-get install wrk" version_matching '^wrk' wrk -v
+check cargo-fuzz "fuzz" "cargo install cargo-fuzz --locked --version 0.13.2 (just fuzz does it)" version_of cargo fuzz --version
 check "wasmtime (optional)" "bench" "cargo install wasmtime-cli --locked --version 48.0.8" version_of wasmtime --version
 
 # PostgreSQL: the integration tests run their PostgreSQL variants when

@@ -281,9 +281,19 @@ impl Metrics {
         }
         let (admitted, new_name) = {
             let mut series = self.app_series.lock().unwrap_or_else(|p| p.into_inner());
-            let new_name = series.described.insert(full_name.clone());
+            // One name is one kind for the whole host: a scraper refuses an
+            // exposition that declares a name twice, and every other
+            // metric with it.
+            let known_kind = series.kinds.get(&full_name).copied();
             let known = series.by_component.entry(component.to_owned()).or_default();
-            (known.contains(&key) || (known.len() < self.series_cap && known.insert(key)), new_name)
+            let admitted = known_kind.is_none_or(|known_kind| known_kind == kind)
+                && (known.contains(&key) || (known.len() < self.series_cap && known.insert(key)));
+            // Only admitted names are remembered, so a component past its
+            // cap cannot grow this map either.
+            if admitted && known_kind.is_none() {
+                series.kinds.insert(full_name.clone(), kind);
+            }
+            (admitted, known_kind.is_none())
         };
         if !admitted {
             self.counter(SERIES_DROPPED, &[("component", component)]).increment(1);
@@ -311,8 +321,8 @@ impl Metrics {
 struct AppSeries {
     /// Series keys (name and labels) per component, for the cap.
     by_component: HashMap<String, HashSet<String>>,
-    /// Names that already have HELP text.
-    described: HashSet<String>,
+    /// The kind of every name emitted so far (and so described).
+    kinds: HashMap<String, AppMetricKind>,
 }
 
 /// HELP text of every host metric.
@@ -408,6 +418,19 @@ mod tests {
         assert!(text.contains(r#"app_order_value_count{component="shop"} 1"#), "{text}");
         assert!(!text.contains("app_refunds_total"), "{text}");
         assert!(text.contains(r#"component_metric_series_dropped_total{component="shop"} 4"#), "{text}");
+    }
+
+    #[test]
+    fn a_name_keeps_the_kind_it_was_first_emitted_as() {
+        let metrics = Metrics::new(8);
+        metrics.app_metric("shop", AppMetricKind::Counter, "latency", 1.0, &[]);
+        metrics.app_metric("shop", AppMetricKind::Histogram, "latency", 0.5, &[]);
+        metrics.app_metric("till", AppMetricKind::Histogram, "latency", 0.5, &[]);
+        let text = metrics.render();
+        assert_eq!(text.matches("# TYPE app_latency ").count(), 1, "{text}");
+        assert!(text.contains(r#"app_latency{component="shop"} 1"#), "{text}");
+        assert!(text.contains(r#"component_metric_series_dropped_total{component="shop"} 1"#), "{text}");
+        assert!(text.contains(r#"component_metric_series_dropped_total{component="till"} 1"#), "{text}");
     }
 
     #[test]
