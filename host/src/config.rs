@@ -45,6 +45,10 @@ pub const DEFAULT_FUEL: u64 = 50_000_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// Linear memory one instance may grow to.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest any `*_ms` setting may be: a week. No timeout, lease or step
+/// needs longer, and a deadline of `now` plus anything larger risks
+/// overflowing the clock: a panic on every request.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -608,6 +612,36 @@ impl Config {
         }
     }
 
+    /// Every millisecond setting, named as in the file.
+    fn durations(&self) -> Vec<(String, u64)> {
+        let server = &self.server;
+        let mut all = vec![
+            ("[server] request_timeout_ms".to_owned(), server.request_timeout_ms),
+            ("[server] header_read_timeout_ms".to_owned(), server.header_read_timeout_ms),
+            ("[server] drain_timeout_ms".to_owned(), server.drain_timeout_ms),
+            ("[outbox] lease_ms".to_owned(), self.outbox.lease_ms),
+            ("[outbox] poll_interval_ms".to_owned(), self.outbox.poll_interval_ms),
+        ];
+        let signed = |ms: i64| u64::try_from(ms).unwrap_or(u64::MAX);
+        for (name, component) in &self.components {
+            let at = |key: &str| format!("component {name}: {key}");
+            all.push((at("timeout_ms"), self.limits_for(component).timeout_ms));
+            all.push((at("admission.queue_timeout_ms"), self.admission_for(component).queue_timeout_ms));
+            all.push((at("breaker.window_ms"), signed(component.breaker.window_ms)));
+            all.push((at("breaker.open_for_ms"), signed(component.breaker.open_for_ms)));
+            all.push((at("rollout.step_ms"), component.rollout.step_ms));
+            all.push((at("rollout.watch_ms"), component.rollout.watch_ms));
+            if let Some(reuse) = &component.reuse {
+                all.push((at("reuse.idle_timeout_ms"), reuse.idle_timeout_ms));
+            }
+        }
+        for (name, connector) in &self.connectors {
+            all.push((format!("connector {name}: backoff_base_ms"), connector.backoff_base_ms));
+            all.push((format!("connector {name}: backoff_max_ms"), connector.backoff_max_ms));
+        }
+        all
+    }
+
     /// The effective limits of one component.
     pub fn limits_for(&self, component: &ComponentConfig) -> EffectiveLimits {
         component.limits.resolve(&self.limits)
@@ -750,6 +784,11 @@ impl Config {
             bail!(
                 "[server] max_headers, max_header_bytes, request_timeout_ms and header_read_timeout_ms must be positive"
             );
+        }
+        for (setting, ms) in self.durations() {
+            if ms > MAX_DURATION_MS {
+                bail!("{setting} = {ms} is longer than a week; at most {MAX_DURATION_MS} ms");
+            }
         }
         let pool = POOL_INSTANCES as usize;
         let mut instances = self.connector_instances();
@@ -937,6 +976,21 @@ mod tests {
         let config = parse(&text).unwrap();
         let limits = config.limits_for(&config.components["app"]);
         assert_eq!((limits.fuel, limits.timeout_ms), (99, 7));
+    }
+
+    #[test]
+    fn durations_longer_than_a_week_are_refused_by_name() {
+        let week = MAX_DURATION_MS;
+        for (extra, setting) in [
+            (format!("[components.app.limits]\ntimeout_ms = {}\n", u64::MAX), "component app: timeout_ms"),
+            (format!("[components.app.rollout]\nstep_ms = {}\n", week + 1), "component app: rollout.step_ms"),
+            (format!("[outbox]\nlease_ms = {}\n", u64::MAX), "[outbox] lease_ms"),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n{extra}")).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("{setting} = ")), "{err}");
+        }
+        let text = format!("{MINIMAL}\n[components.app.limits]\ntimeout_ms = {week}\n");
+        assert_eq!(parse(&text).map(|c| c.limits_for(&c.components["app"]).timeout_ms).ok(), Some(week));
     }
 
     #[test]
