@@ -74,6 +74,20 @@ on_both_backends!(every_message_is_delivered, delivers_every_message, Delivery::
 /// counted exactly.
 const SERIAL: Delivery = Delivery::Simulator { dispatch: true, concurrency: 1 };
 
+/// Deliveries reuse kept-alive connections to the provider: with one
+/// delivery at a time per connector, three connectors need about three
+/// connections for thirty messages, not thirty.
+async fn deliveries_reuse_connections(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    host.put_inventory("w", 100, 100).await;
+    place_orders(host, 10, "ada@example.com").await;
+    host.settle("30 messages delivered", || async { count(host, Status::Delivered).await == 30 }).await;
+    assert_eq!(simulator.received().unique, 30);
+    let connections = simulator.connections_accepted();
+    assert!((1..=6).contains(&connections), "{connections} connections for 30 deliveries");
+}
+on_both_backends!(deliveries_reuse_kept_alive_connections, deliveries_reuse_connections, SERIAL);
+
 async fn outage_and_recovery(host: &TestHost) {
     let simulator = host.simulator.as_ref().expect("simulator");
     host.put_inventory("w", 1_000, 100).await;

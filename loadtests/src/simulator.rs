@@ -369,6 +369,12 @@ impl Simulator {
         Ok(())
     }
 
+    /// Delivery connections accepted so far: with clients that keep
+    /// connections alive, far fewer than deliveries.
+    pub fn connections_accepted(&self) -> u64 {
+        self.socket.accepted()
+    }
+
     /// A snapshot of the ledger.
     pub fn received(&self) -> Received {
         let state = self.lock();

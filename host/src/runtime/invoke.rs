@@ -123,7 +123,13 @@ impl Runtime {
     pub(crate) fn sandbox(&self, deployed: &Deployed, request_id: &Arc<str>) -> Sandbox {
         let fuel = self.fuel_metering.then_some(deployed.limits.fuel);
         let timeout = Duration::from_millis(deployed.limits.timeout_ms);
-        let state = InvocationState::for_call(&self.db, &deployed.context, deployed.limits.memory_bytes, request_id);
+        let state = InvocationState::for_call(
+            &self.db,
+            &deployed.context,
+            deployed.limits.memory_bytes,
+            request_id,
+            &self.outbound,
+        );
         let store = new_store(&self.engine, state, Budget { fuel, deadline: Instant::now() + timeout });
         Sandbox { store, fuel, timeout, keep: false }
     }

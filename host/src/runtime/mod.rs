@@ -91,6 +91,8 @@ pub struct Runtime {
     connectors: Arc<BTreeSet<String>>,
     /// Bounded admission, one per handler.
     admissions: HashMap<String, Arc<Admission>>,
+    /// Kept-alive connections for components' outgoing HTTP.
+    outbound: Arc<outbound::OutboundClient>,
 }
 
 impl Runtime {
@@ -158,6 +160,7 @@ impl Runtime {
             proxy_linker,
             fuel_metering,
             registry: Registry::default(),
+            outbound: outbound::OutboundClient::new(),
             breakers,
             connectors: connectors.clone(),
             db,

@@ -19,6 +19,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::compiled::CompiledCache;
 use super::engine::lower_priority;
 use super::figures::VersionStats;
+use super::outbound::OutboundClient;
 use super::outcome::Outcome;
 use super::reuse::{WarmPool, next_serial};
 use super::state::InvocationState;
@@ -442,7 +443,9 @@ async fn smoke_instantiate(
     deployed: &Deployed,
 ) -> anyhow::Result<()> {
     let request_id = Arc::from("smoke-test");
-    let state = InvocationState::for_call(db, &deployed.context, deployed.limits.memory_bytes, &request_id);
+    // Nothing is sent while instantiating: a client of its own will do.
+    let outbound = OutboundClient::new();
+    let state = InvocationState::for_call(db, &deployed.context, deployed.limits.memory_bytes, &request_id, &outbound);
     let budget = Budget { fuel: fuel_metering.then_some(SMOKE_FUEL), deadline: Instant::now() + SMOKE_TIMEOUT };
     let mut store = new_store(engine, state, budget)?;
     deployed.pre.instance_pre().instantiate_async(&mut store).await?;

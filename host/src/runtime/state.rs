@@ -15,7 +15,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::outbound::OutboundPolicy;
+use super::outbound::{OutboundClient, OutboundPolicy};
 use crate::capabilities::config::ConfigView;
 use crate::capabilities::keyvalue::KeyValueView;
 use crate::capabilities::log::LogView;
@@ -57,6 +57,7 @@ impl InvocationState {
         component: &Arc<ComponentContext>,
         memory_bytes: u64,
         request_id: &Arc<str>,
+        outbound: &Arc<OutboundClient>,
     ) -> Self {
         let unit_of_work = db.unit_of_work(component.name.clone(), request_id.clone());
         let memory_limit = usize::try_from(memory_bytes).unwrap_or(usize::MAX);
@@ -71,7 +72,7 @@ impl InvocationState {
             wasi: None,
             output: None,
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy::new(component.clone(), request_id.clone()),
+            outbound: OutboundPolicy::new(component.clone(), request_id.clone(), outbound.clone()),
             component,
             request_id,
         }
@@ -94,7 +95,7 @@ impl InvocationState {
     pub(crate) fn next_call(&mut self, request_id: &Arc<str>, deadline: Instant) {
         self.request_id = request_id.clone();
         self.unit_of_work = self.unit_of_work.renewed(request_id.clone());
-        self.outbound = OutboundPolicy::new(self.component.clone(), request_id.clone());
+        self.outbound = self.outbound.renewed(request_id.clone());
         self.limiter.exceeded = false;
         self.log_lines = 0;
         self.deadline = deadline;

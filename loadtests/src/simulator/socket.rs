@@ -44,6 +44,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(super) struct DeliverySocket {
     slot: Mutex<Slot>,
+    /// Delivery connections accepted so far.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -75,6 +77,11 @@ enum Event {
 }
 
 impl DeliverySocket {
+    /// Delivery connections accepted so far.
+    pub(super) fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Where deliveries are served, once `serve` has started.
     pub(super) fn addr(&self) -> Option<SocketAddr> {
         lock(&self.slot).addr
@@ -136,6 +143,7 @@ impl DeliverySocket {
                     tokio::spawn(closing.shutdown());
                 }
                 Event::Accepted(Ok((stream, peer))) => {
+                    self.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let service = TowerToHyperService::new(router.clone());
                     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     let connection = connections.watch(connection);
