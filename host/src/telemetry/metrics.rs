@@ -268,7 +268,7 @@ impl Metrics {
         }
         if !valid_name(name)
             || labels.len() > MAX_APP_LABELS
-            || labels.iter().any(|(k, _)| !valid_label(k) || k == "component")
+            || labels.iter().any(|(k, _)| !valid_label(k) || RESERVED_LABELS.contains(&k.as_str()))
             || !value.is_finite()
         {
             self.counter(SERIES_DROPPED, &[("component", component)]).increment(1);
@@ -386,6 +386,11 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Labels a component may not set: `component` is the host's, and
+/// Prometheus gives `le` to histogram buckets and `quantile` to summaries;
+/// a histogram with its own `le` repeats the label, which fails the scrape.
+const RESERVED_LABELS: [&str; 3] = ["component", "le", "quantile"];
+
 fn valid_label(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= 50
@@ -410,6 +415,7 @@ mod tests {
         // Invalid: bad name, reserved label, too many labels.
         metrics.app_metric("shop", AppMetricKind::Counter, "Bad-Name", 1.0, &[]);
         metrics.app_metric("shop", AppMetricKind::Counter, "x", 1.0, &[("component".into(), "spoof".into())]);
+        metrics.app_metric("shop", AppMetricKind::Histogram, "y", 1.0, &[("le".into(), "0.5".into())]);
         let four: Vec<_> = (0..4).map(|i| (format!("l{i}"), "v".to_owned())).collect();
         metrics.app_metric("shop", AppMetricKind::Counter, "x", 1.0, &four);
 
@@ -417,7 +423,8 @@ mod tests {
         assert!(text.contains(r#"app_orders_total{component="shop",channel="web"} 5"#), "{text}");
         assert!(text.contains(r#"app_order_value_count{component="shop"} 1"#), "{text}");
         assert!(!text.contains("app_refunds_total"), "{text}");
-        assert!(text.contains(r#"component_metric_series_dropped_total{component="shop"} 4"#), "{text}");
+        assert!(!text.contains("app_y"), "{text}");
+        assert!(text.contains(r#"component_metric_series_dropped_total{component="shop"} 5"#), "{text}");
     }
 
     #[test]
