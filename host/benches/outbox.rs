@@ -55,7 +55,7 @@ async fn drain(db_url: &str, label: &str, provider: &str) {
                 body: "Thanks for your order.".into(),
                 metadata: vec![],
             };
-            unit.enqueue("email", &message).await.expect("enqueue");
+            unit.enqueue("email", message).await.expect("enqueue");
         }
         unit.commit().await.expect("commit");
     }

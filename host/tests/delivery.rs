@@ -216,7 +216,7 @@ async fn enqueue(host: &TestHost, n: usize) {
             body: "hi".into(),
             metadata: vec![],
         };
-        unit.enqueue("email", &message).await.expect("enqueue");
+        unit.enqueue("email", message).await.expect("enqueue");
     }
     unit.commit().await.expect("commit");
 }

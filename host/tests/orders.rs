@@ -7,7 +7,10 @@ mod common;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard::db::outbox::Status;
+use std::sync::Arc;
+
+use switchyard::db::outbox::{NewMessage, Status};
+use switchyard::db::{Backend, DbError};
 
 use common::TestHost;
 
@@ -131,6 +134,67 @@ async fn idempotency(host: &TestHost) {
     assert_ne!(second["id"], first["id"]);
 }
 on_both_backends!(idempotency_keys_replay_and_reject_mismatches, idempotency);
+
+/// `increment` is one statement: a new counter, additions, and stored
+/// values that are no counter or would overflow refused, with the
+/// transaction still usable after each refusal.
+async fn counters(host: &TestHost) {
+    let mut unit = host.db.unit_of_work(Arc::from("counters"), Arc::from("r1"));
+    assert_eq!(unit.kv_increment("b", "n", 5).await.unwrap(), 5);
+    assert_eq!(unit.kv_increment("b", "n", 7).await.unwrap(), 12);
+    unit.kv_set("b", "text", b"twelve").await.unwrap();
+    assert!(matches!(unit.kv_increment("b", "text", 1).await, Err(DbError::NotACounter { .. })));
+    unit.kv_set("b", "bytes", &[0xff, 0x00, 0xfe]).await.unwrap();
+    assert!(matches!(unit.kv_increment("b", "bytes", 1).await, Err(DbError::NotACounter { .. })));
+    // The largest counter: u64 on PostgreSQL, SQLite's signed integer there.
+    let max = match host.db.backend() {
+        Backend::Postgres => u64::MAX,
+        Backend::Sqlite => i64::MAX as u64,
+    };
+    unit.kv_set("b", "full", max.to_string().as_bytes()).await.unwrap();
+    assert!(matches!(unit.kv_increment("b", "full", 1).await, Err(DbError::Overflow { .. })));
+    assert_eq!(unit.kv_increment("b", "full", 0).await.unwrap(), max);
+    assert_eq!(unit.kv_increment("b", "n", 1).await.unwrap(), 13);
+    unit.commit().await.unwrap();
+    assert_eq!(host.db.kv_get("counters", "b", "n").await.unwrap(), Some(b"13".to_vec()));
+    assert_eq!(host.db.kv_get("counters", "b", "text").await.unwrap(), Some(b"twelve".to_vec()));
+}
+on_both_backends!(increments_are_one_statement_and_refuse_what_is_no_counter, counters);
+
+/// Messages are written in batches (by count and by size) in the unit's
+/// transaction: all of them commit, or none.
+async fn enqueue_batches(host: &TestHost) {
+    let message = |i: usize, body: usize| NewMessage {
+        recipient: format!("user{i}@example.com"),
+        subject: None,
+        body: "x".repeat(body),
+        metadata: vec![("n".into(), i.to_string())],
+    };
+    for commit in [false, true] {
+        let mut unit = host.db.unit_of_work(Arc::from("order-handler"), Arc::from("batches"));
+        // 40 small ones (past a batch's count), then 3 of 30 KiB (past its size).
+        for i in 0..40 {
+            unit.enqueue("email", message(i, 10)).await.unwrap();
+        }
+        for i in 40..43 {
+            unit.enqueue("email", message(i, 30 * 1024)).await.unwrap();
+        }
+        if commit {
+            unit.commit().await.unwrap()
+        } else {
+            unit.rollback().await.unwrap()
+        }
+        assert_eq!(pending(host).await, if commit { 43 } else { 0 }, "commit: {commit}");
+    }
+    let stored = host.db.outbox_messages(Some("email"), 100).await.unwrap();
+    let mut recipients: Vec<_> = stored.iter().map(|m| m.recipient.clone()).collect();
+    recipients.sort();
+    let mut expected: Vec<_> = (0..43).map(|i| format!("user{i}@example.com")).collect();
+    expected.sort();
+    assert_eq!(recipients, expected);
+    assert!(stored.iter().all(|m| m.request_id == "batches"));
+}
+on_both_backends!(enqueued_messages_commit_in_batches_or_not_at_all, enqueue_batches);
 
 async fn unit_of_work(host: &TestHost) {
     let client = TestHost::client();

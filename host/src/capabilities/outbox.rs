@@ -55,7 +55,7 @@ impl Host for OutboxView<'_> {
             body: message.body,
             metadata: message.metadata,
         };
-        match self.unit_of_work.enqueue(&connector, &message).await {
+        match self.unit_of_work.enqueue(&connector, message).await {
             Ok(id) => Ok(Ok(id)),
             Err(err) => {
                 tracing::error!(component = self.component, request_id = self.request_id, error = %err, "outbox enqueue failed");

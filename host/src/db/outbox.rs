@@ -9,6 +9,9 @@ use sqlx::Row;
 
 use super::{Database, DbError};
 
+/// Deliveries settled per statement (two values each).
+const SETTLE_CHUNK: usize = 100;
+
 /// A message as a handler hands it over, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -221,17 +224,33 @@ impl Database {
         }
         let _gate = self.write_permit().await?;
         let mut tx = self.begin(None).await?;
+        // Deliveries, nearly every settlement, in one statement per chunk.
+        let delivered: Vec<(&str, &str)> = settlements
+            .iter()
+            .filter_map(|s| match s {
+                Settlement::Delivered { id, receipt } => Some((id.as_str(), receipt.as_str())),
+                _ => None,
+            })
+            .collect();
+        for chunk in delivered.chunks(SETTLE_CHUNK) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 3 + 2 * i, 4 + 2 * i)).collect();
+            let sql = format!(
+                "WITH settled (id, receipt) AS (VALUES {}) \
+                 UPDATE outbox SET status = 'DELIVERED', attempts = attempts + 1, \
+                 receipt = (SELECT receipt FROM settled WHERE settled.id = outbox.id), last_error = NULL, \
+                 delivered_at = $1, updated_at = $1, lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner = $2 AND id IN (SELECT id FROM settled)",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(owner);
+            for (id, receipt) in chunk {
+                query = query.bind(*id).bind(*receipt);
+            }
+            query.execute(&mut *tx).await?;
+        }
         for settlement in settlements {
             let query = match settlement {
-                Settlement::Delivered { id, receipt } => sqlx::query(
-                    "UPDATE outbox SET status = 'DELIVERED', attempts = attempts + 1, receipt = $3, \
-                     last_error = NULL, delivered_at = $4, updated_at = $4, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $1 AND lease_owner = $2",
-                )
-                .bind(id)
-                .bind(owner)
-                .bind(receipt)
-                .bind(now),
+                Settlement::Delivered { .. } => continue,
                 Settlement::Retry { id, error, next_attempt_at } => sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4, \
                      updated_at = $5, lease_owner = NULL, lease_until = NULL \
