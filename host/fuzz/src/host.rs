@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Components the upload target replaces, each starting from its real
 /// build: (name, world, build).
-pub const UPLOAD_TARGETS: [(&str, &str, &str); 3] = [
+const UPLOAD_TARGETS: [(&str, &str, &str); 3] = [
     ("upload-handler", "handler", "hello.wasm"),
     ("upload-http", "wasi-http", "hello-http.wasm"),
     ("upload-connector", "connector", "connector-webhook.wasm"),

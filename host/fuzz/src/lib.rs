@@ -32,7 +32,6 @@ mod exposition;
 mod host;
 mod responses;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -43,8 +42,6 @@ use switchyard::server::{ConnectionLimits, RateLimits};
 use switchyard::telemetry::metrics::{AppMetricKind, Metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-pub use host::UPLOAD_TARGETS;
 
 /// Panics seen on the host's own threads: a panic in a task the host
 /// spawned would otherwise be swallowed by tokio. (A panic on the calling
@@ -127,7 +124,7 @@ pub fn upload(data: &[u8]) {
     });
 }
 
-fn edited(base: &Arc<[u8]>, script: &[u8]) -> Vec<u8> {
+fn edited(base: &[u8], script: &[u8]) -> Vec<u8> {
     let mut bytes = base.to_vec();
     let scaled = |hi: u8, lo: u8, len: usize| (usize::from(u16::from_be_bytes([hi, lo])) * len) >> 16;
     let mut chunks = script.chunks_exact(3);
@@ -180,7 +177,7 @@ pub fn http(data: &[u8]) {
 }
 
 /// Series a component may create in the metrics target.
-pub const METRICS_SERIES_CAP: usize = 4;
+const METRICS_SERIES_CAP: usize = 4;
 const METRIC_COMPONENTS: [&str; 3] = ["order-handler", "hello", "connector-email"];
 
 /// Component-emitted metrics, then the exposition they render to. Records

@@ -290,22 +290,14 @@ impl UnitOfWork {
              status, attempts, next_attempt_at, created_at, updated_at) VALUES ",
         );
         for row in 0..rows.len() {
-            let n = |column: usize| row * OUTBOX_COLUMNS + column;
+            // $1…$8 of this row, then its timestamp ($9) three times.
+            let n = |column: usize| format!("${}", row * OUTBOX_COLUMNS + column);
+            let values: Vec<String> = (1..OUTBOX_COLUMNS).map(n).collect();
+            let at = n(OUTBOX_COLUMNS);
             if row > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'PENDING', 0, ${at}, ${at}, ${at})",
-                n(1),
-                n(2),
-                n(3),
-                n(4),
-                n(5),
-                n(6),
-                n(7),
-                n(8),
-                at = n(9),
-            ));
+            sql.push_str(&format!("({}, 'PENDING', 0, {at}, {at}, {at})", values.join(", ")));
         }
         let mut query = sqlx::query(&sql);
         for row in &rows {
