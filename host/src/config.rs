@@ -83,6 +83,9 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// How this replica finds the others sharing its database.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The directory relative paths are resolved against: the config file's.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -521,6 +524,41 @@ impl Default for OutboxConfig {
     }
 }
 
+/// Replicas sharing one database: membership and deploy fan-out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This replica's id in the `replicas` table; `SWITCHYARD_REPLICA_ID`
+    /// overrides it. Unset, a random one is drawn at start.
+    pub replica_id: Option<String>,
+    /// The address operators and other replicas reach this one at;
+    /// `SWITCHYARD_ADVERTISE` overrides it. Unset, `[server] listen`.
+    pub advertise: Option<String>,
+    /// How often this replica records that it is alive, and what it serves.
+    pub heartbeat_ms: u64,
+    /// How often it compares what it serves with the deploy history, in
+    /// case a notification was missed. PostgreSQL notifies every replica of
+    /// each deploy at once; on SQLite this poll is the only path.
+    pub reconcile_ms: u64,
+    /// A replica silent this long is shown as gone.
+    pub gone_after_ms: u64,
+    /// And silent this long, it is dropped from the table.
+    pub drop_after_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            replica_id: None,
+            advertise: None,
+            heartbeat_ms: 1_000,
+            reconcile_ms: 5_000,
+            gone_after_ms: 10_000,
+            drop_after_ms: 600_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -621,6 +659,10 @@ impl Config {
             ("[server] drain_timeout_ms".to_owned(), server.drain_timeout_ms),
             ("[outbox] lease_ms".to_owned(), self.outbox.lease_ms),
             ("[outbox] poll_interval_ms".to_owned(), self.outbox.poll_interval_ms),
+            ("[cluster] heartbeat_ms".to_owned(), self.cluster.heartbeat_ms),
+            ("[cluster] reconcile_ms".to_owned(), self.cluster.reconcile_ms),
+            ("[cluster] gone_after_ms".to_owned(), self.cluster.gone_after_ms),
+            ("[cluster] drop_after_ms".to_owned(), self.cluster.drop_after_ms),
         ];
         let signed = |ms: i64| u64::try_from(ms).unwrap_or(u64::MAX);
         for (name, component) in &self.components {
@@ -805,6 +847,19 @@ impl Config {
                  the pooling allocator holds; lower [components.*.admission] max_concurrency or [outbox] concurrency"
             );
         }
+        let cluster = &self.cluster;
+        if cluster.heartbeat_ms == 0 || cluster.reconcile_ms == 0 {
+            bail!("[cluster] heartbeat_ms and reconcile_ms must be positive");
+        }
+        if cluster.gone_after_ms <= cluster.heartbeat_ms || cluster.drop_after_ms < cluster.gone_after_ms {
+            bail!(
+                "[cluster] gone_after_ms must exceed heartbeat_ms (a live replica would flap), and drop_after_ms \
+                 must be at least gone_after_ms"
+            );
+        }
+        if let Some(id) = &cluster.replica_id {
+            validate_replica_id(id)?;
+        }
         let outbox = &self.outbox;
         if outbox.batch_size == 0 || outbox.concurrency == 0 || outbox.lease_ms == 0 || outbox.poll_interval_ms == 0 {
             bail!("[outbox] batch_size, concurrency, lease_ms and poll_interval_ms must be positive");
@@ -846,6 +901,7 @@ impl Config {
 /// tell apart from one; each router in `server/` that adds a path adds it
 /// here too.
 pub const HOST_PATHS: &[&str] = &[
+    "/admin/cluster",
     "/admin/components",
     "/admin/components/{name}",
     "/admin/components/{name}/rollback",
@@ -890,6 +946,18 @@ fn validate_name(kind: &str, name: &str) -> anyhow::Result<()> {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !ok {
         bail!("{kind} name {name:?} must be 1-64 characters of a-z, 0-9, '-' or '_'");
+    }
+    Ok(())
+}
+
+/// A replica id: 1–128 characters of letters, digits, '.', '-' or '_' (a
+/// Kubernetes pod name is one).
+pub fn validate_replica_id(id: &str) -> anyhow::Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !ok {
+        bail!("replica id {id:?} must be 1-128 characters of letters, digits, '.', '-' or '_'");
     }
     Ok(())
 }
@@ -991,6 +1059,25 @@ mod tests {
         }
         let text = format!("{MINIMAL}\n[components.app.limits]\ntimeout_ms = {week}\n");
         assert_eq!(parse(&text).map(|c| c.limits_for(&c.components["app"]).timeout_ms).ok(), Some(week));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!((config.cluster.heartbeat_ms, config.cluster.replica_id), (1_000, None));
+        for (extra, problem) in [
+            ("[cluster]\nheartbeat_ms = 0\n", "must be positive"),
+            ("[cluster]\nheartbeat_ms = 5000\ngone_after_ms = 5000\n", "must exceed heartbeat_ms"),
+            ("[cluster]\ngone_after_ms = 20000\ndrop_after_ms = 19999\n", "at least gone_after_ms"),
+            ("[cluster]\nreplica_id = \"a b\"\n", "replica id \"a b\""),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n{extra}")).unwrap_err();
+            assert!(err.to_string().contains(problem), "{extra}: {err}");
+        }
+        let text =
+            format!("{MINIMAL}\n[cluster]\nreplica_id = \"switchyard-7d9f-x2\"\nadvertise = \"10.0.0.5:8080\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.cluster.replica_id.as_deref(), Some("switchyard-7d9f-x2"));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`outbox`]: the dispatcher that delivers outbox messages through
 //!   connector components, with retries, leases and dead letters.
 //! - [`resilience`]: per-component circuit breakers.
+//! - [`cluster`]: replicas sharing one database: membership, and deploys
+//!   fanned out to every replica.
 //! - [`clock`]: injectable time for breakers, backoff and leases.
 //! - [`db`]: the sqlx pool (SQLite or PostgreSQL), migrations and queries.
 //! - [`server`]: axum routes, health probes, request ids.
@@ -25,6 +27,7 @@
 
 pub mod capabilities;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -44,6 +47,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::Database;
 use crate::outbox::{DeliveryTallies, Dispatcher};
@@ -65,6 +69,8 @@ pub async fn prepare(config: &Config) -> anyhow::Result<AppState> {
 /// [`prepare`] with the clock breakers, backoff and leases read.
 pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::Result<AppState> {
     let db = Database::connect(&config.database.url, config.database.max_connections, clock.clone()).await?;
+    let replica = cluster::replica_id(&config.cluster);
+    cluster::check_app(config, &replica, &db, clock.now_millis()).await?;
     let metrics = if config.metrics.enabled { Metrics::new(config.metrics.series_cap) } else { Metrics::disabled() };
     for connector in config.connectors.keys() {
         metrics.connector(connector);
@@ -74,7 +80,9 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
     rollouts.recover().await.context("cannot read unfinished rollouts from the audit log")?;
     let deliveries = Arc::new(DeliveryTallies::new(config));
     let stats = Arc::new(Stats::new(runtime.clone(), deliveries.clone(), clock.clone()));
+    let cluster = Arc::new(Cluster::new(config, replica, runtime.clone(), db.clone(), clock.clone()));
     Ok(AppState {
+        cluster,
         deliveries,
         stats,
         runtime,
@@ -123,6 +131,7 @@ pub async fn serve(
         }
     });
     let rollouts = state.rollouts.start();
+    let cluster = state.cluster.start();
     let dashboard = server::dashboard::start(state.clone());
     let dispatcher = config.outbox.dispatch.then(|| {
         Dispatcher::start(config, state.runtime.clone(), db.clone(), state.clock.clone(), state.deliveries.clone())
@@ -163,6 +172,7 @@ pub async fn serve(
     }
     upkeep.abort();
     rollouts.abort();
+    cluster.stop().await;
     dashboard.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

@@ -50,6 +50,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// List the replicas sharing the host's database: heartbeat age, live or
+    /// gone, and whether each serves the deployed version of every component.
+    Cluster {
+        /// Print the host's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// List the components of a running host and their versions.
     Components {
         #[command(flatten)]
@@ -136,6 +145,14 @@ struct ServeArgs {
     /// Development only: redeploy a component when its file changes.
     #[arg(long)]
     watch: bool,
+    /// This replica's id among those sharing the database; overrides
+    /// `[cluster] replica_id` (a Kubernetes pod name is a good one).
+    #[arg(long, env = "SWITCHYARD_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// The address other replicas and operators reach this one at;
+    /// overrides `[cluster] advertise`.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +172,7 @@ fn main() -> ExitCode {
             Command::Rollout { command } => rollout(command).await,
             Command::Rollback { name, version, admin } => rollback(&name, version.as_deref(), &admin).await,
             Command::Components { admin } => components(&admin).await,
+            Command::Cluster { json, admin } => cluster(json, &admin).await,
             Command::Audit { command: AuditCommand::Verify { config, database_url } } => {
                 audit_verify(&config, database_url).await
             }
@@ -177,6 +195,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.database_url {
         config.database.url = url;
+    }
+    if let Some(id) = args.replica_id {
+        switchyard::config::validate_replica_id(&id)?;
+        config.cluster.replica_id = Some(id);
+    }
+    if let Some(address) = args.advertise {
+        config.cluster.advertise = Some(address);
     }
     // Everything that can fail does so before the port is bound.
     let mut state = switchyard::prepare(&config)
@@ -272,6 +297,60 @@ async fn components(admin: &AdminArgs) -> anyhow::Result<()> {
     let (client, headers) = admin_client(admin)?;
     let url = format!("{}/admin/components", admin.url.trim_end_matches('/'));
     answer(client.get(url).headers(headers).send().await?).await
+}
+
+async fn cluster(json: bool, admin: &AdminArgs) -> anyhow::Result<()> {
+    let (client, headers) = admin_client(admin)?;
+    let url = format!("{}/admin/cluster", admin.url.trim_end_matches('/'));
+    let response = client.get(url).headers(headers).send().await?;
+    if json || !response.status().is_success() {
+        return answer(response).await;
+    }
+    let view: serde_json::Value = response.json().await?;
+    print!("{}", cluster_table(&view));
+    Ok(())
+}
+
+/// `GET /admin/cluster` as a person reads it: the active versions, then one
+/// line per replica.
+fn cluster_table(view: &serde_json::Value) -> String {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("-").to_owned();
+    let mut out = String::from("active:");
+    for (name, version) in view["active"].as_object().into_iter().flatten() {
+        out.push_str(&format!(" {name} {}", text(version)));
+    }
+    out.push_str(&format!(
+        "\n{:<28} {:<22} {:<5} {:>9} {:<9} SERVING\n",
+        "REPLICA", "ADDRESS", "STATE", "HEARTBEAT", "CONVERGED"
+    ));
+    for replica in view["replicas"].as_array().into_iter().flatten() {
+        let age = replica["heartbeat_age_ms"].as_i64().unwrap_or_default() as f64 / 1_000.0;
+        let converged = if replica["converged"].as_bool() == Some(true) { "yes" } else { "no" };
+        let serving: Vec<String> = replica["serving"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, served)| format!("{name} {}", text(&served["version"])))
+            .collect();
+        out.push_str(&format!(
+            "{:<28} {:<22} {:<5} {:>8.1}s {:<9} {}\n",
+            text(&replica["id"]),
+            text(&replica["address"]),
+            text(&replica["state"]),
+            age,
+            converged,
+            serving.join(", ")
+        ));
+        for diverged in replica["diverged"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    {} wants {}: {}\n",
+                text(&diverged["component"]),
+                text(&diverged["wanted"]),
+                text(&diverged["error"])
+            ));
+        }
+    }
+    out
 }
 
 async fn audit_verify(args: &ConfigArgs, database_url: Option<String>) -> anyhow::Result<()> {

@@ -5,7 +5,8 @@
 use sqlx::Row;
 
 use super::audit::AuditEntry;
-use super::{Database, DbError};
+use super::replicas::{DEPLOYMENTS_CHANNEL, NOTIFY};
+use super::{Backend, Database, DbError};
 
 /// One accepted deploy or rollback.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -90,6 +91,10 @@ impl Database {
                 .bind(digest)
                 .execute(&mut *tx)
                 .await?;
+        }
+        // Delivered to every listening replica when (and only if) this commits.
+        if self.backend == Backend::Postgres {
+            sqlx::query(NOTIFY).bind(DEPLOYMENTS_CHANNEL).bind(component).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

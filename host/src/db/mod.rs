@@ -11,9 +11,11 @@ mod unit_of_work;
 pub mod audit;
 pub mod deployments;
 pub mod outbox;
+pub mod replicas;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -65,6 +67,8 @@ pub struct Database {
     /// Bumped whenever new outbox messages commit, so dispatchers wake at
     /// once instead of on their next poll.
     outbox_signal: Arc<watch::Sender<u64>>,
+    /// Set when messages commit here, cleared once other replicas are told.
+    outbox_committed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Database {
@@ -113,7 +117,14 @@ impl Database {
         migrator.run(&pool).await.context("database migration failed")?;
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
         let (outbox_signal, _) = watch::channel(0);
-        Ok(Database { pool, backend, write_gate, clock, outbox_signal: Arc::new(outbox_signal) })
+        Ok(Database {
+            pool,
+            backend,
+            write_gate,
+            clock,
+            outbox_signal: Arc::new(outbox_signal),
+            outbox_committed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Milliseconds since the Unix epoch by the host's clock, the unit
@@ -167,9 +178,21 @@ impl Database {
         Ok(begun.await.map_err(|_| sqlx::Error::WorkerCrashed)??)
     }
 
-    /// Wakes outbox dispatchers: new messages are due.
+    /// Wakes outbox dispatchers: new messages committed here are due.
     pub fn signal_outbox(&self) {
+        self.outbox_committed.store(true, Ordering::Release);
+        self.wake_outbox();
+    }
+
+    /// Wakes outbox dispatchers for messages another replica committed.
+    pub fn wake_outbox(&self) {
         self.outbox_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether messages committed here since the last call: the cluster
+    /// tells the other replicas' dispatchers then.
+    pub fn take_outbox_committed(&self) -> bool {
+        self.outbox_committed.swap(false, Ordering::AcqRel)
     }
 
     /// Changes whenever [`Database::signal_outbox`] is called.

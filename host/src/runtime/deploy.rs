@@ -47,6 +47,27 @@ pub struct VersionFigures {
     pub canary: Option<(String, Figures, u8)>,
 }
 
+/// A component that serves another version than its latest deployment,
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Divergence {
+    pub component: String,
+    /// The short version the deploy history names.
+    pub wanted: String,
+    /// The short version this replica serves instead.
+    pub serving: String,
+    pub error: String,
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    /// Components swapped to their deployed version.
+    pub swapped: Vec<String>,
+    /// Components left on another version, and why.
+    pub diverged: Vec<Divergence>,
+}
+
 /// A component's active version and what it can roll back to.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComponentDetails {
@@ -147,6 +168,15 @@ impl Runtime {
         let entry = accepted(action, name, actor, &deployed.version, reason);
         let deployment = NewDeployment { component: name, digest: &deployed.digest, bytes: &bytes, action, actor };
         self.db.record_deployment(&deployment, self.keep_versions, Some(&entry)).await?;
+        Ok(self.swap_in(deployed, actor, action))
+    }
+
+    /// The atomic step of a deploy, rollback or fan-out: `deployed` serves
+    /// new requests from here on; the version it replaces finishes what it
+    /// has started.
+    fn swap_in(&self, deployed: registry::Deployed, actor: &str, action: &str) -> DeployReport {
+        let name = deployed.context.name.clone();
+        let name = &*name;
         let report = DeployReport {
             name: name.to_owned(),
             version: deployed.version.to_string(),
@@ -157,7 +187,6 @@ impl Runtime {
         };
         let digest = deployed.digest.clone();
         let previous = self.registry.get(name);
-        // The atomic step: new requests get the new version from here on.
         self.registry.insert(deployed);
         if let Some(previous) = previous.as_ref().filter(|p| p.digest != digest) {
             self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &previous.version)]).set(0.0);
@@ -179,7 +208,57 @@ impl Runtime {
             action,
             "component swapped"
         );
-        Ok(report)
+        report
+    }
+
+    /// Brings every component to the version the deploy history names as
+    /// active (its latest row), as another replica's deploy or rollback
+    /// left it. Returns the components still serving something else, each
+    /// with the reason; a version that cannot be prepared here leaves the
+    /// current one serving.
+    pub async fn reconcile(&self) -> Result<Reconciled, DbError> {
+        let active = self.db.active_versions().await?;
+        let mut reconciled = Reconciled::default();
+        for (name, digest) in active {
+            let Some(serving) = self.registry.get(&name) else { continue };
+            if serving.digest == digest {
+                continue;
+            }
+            match self.converge(&name).await {
+                Ok(true) => reconciled.swapped.push(name),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(component = name, version = &digest[..12], error = %err, "cannot serve the deployed version");
+                    reconciled.diverged.push(Divergence {
+                        component: name.clone(),
+                        wanted: digest[..12].to_owned(),
+                        serving: self.registry.get(&name).map(|d| d.version.to_string()).unwrap_or_default(),
+                        error: err.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(reconciled)
+    }
+
+    /// Swaps `name` to its latest deployment, read again under the deploy
+    /// lock: a local deploy may have moved it on meanwhile. False when it
+    /// already serves it.
+    async fn converge(&self, name: &str) -> Result<bool, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let Some(latest) = self.db.deployments(name, 1).await?.into_iter().next() else { return Ok(false) };
+        let serving = self.registry.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        if serving.digest == latest.digest {
+            return Ok(false);
+        }
+        let bytes = self.stored_version(name, &latest.digest).await?.ok_or_else(|| DeployError::UnknownVersion {
+            component: name.to_owned(),
+            version: latest.digest.clone(),
+        })?;
+        let source = self.sources.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        let deployed = registry::prepare(self.compiler(source.world), source, bytes).await?;
+        self.swap_in(deployed, &latest.actor, "fan-out");
+        Ok(true)
     }
 
     /// Prepares `bytes` as a canary of `name`, beside its stable version,

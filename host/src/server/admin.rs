@@ -71,6 +71,7 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/admin/outbox", get(outbox))
         .route("/admin/outbox/{id}/retry", post(retry))
+        .route("/admin/cluster", get(cluster))
         .route("/admin/components", get(list_components))
         .route("/admin/components/{name}", get(component).put(deploy).layer(DefaultBodyLimit::max(max_upload_bytes)))
         .route("/admin/components/{name}/rollback", post(rollback))
@@ -152,6 +153,31 @@ async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<
 }
 
 /// Every loaded component with its active version.
+/// Every replica sharing the database: address, heartbeat age, live or
+/// gone, what it serves and whether that is what was deployed.
+async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let view = state.cluster.view().await.map_err(anyhow::Error::from)?;
+    Ok(Json(json!(view)))
+}
+
+/// What each live replica serves of `name`, and whether it is `version`
+/// (what the deploy history names), with why not when it could not swap.
+async fn replicas_of(state: &AppState, name: &str, version: &str) -> Value {
+    let Ok(view) = state.cluster.view().await else { return Value::Null };
+    let wanted = view.active.get(name).map_or(version, String::as_str);
+    let replicas: Vec<Value> = view
+        .replicas
+        .iter()
+        .filter(|member| member.state == crate::cluster::members::Liveness::Live)
+        .map(|member| {
+            let serving = member.serving.get(name).map(|served| served.version.as_str());
+            let error = member.diverged.iter().find(|d| d.component == name).map(|d| d.error.as_str());
+            json!({ "id": member.id, "version": serving, "converged": serving == Some(wanted), "error": error })
+        })
+        .collect();
+    json!(replicas)
+}
+
 async fn list_components(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "components": state.runtime.registry().list() }))
 }
@@ -163,6 +189,7 @@ async fn component(State(state): State<AppState>, Path(name): Path<String>) -> R
         Some(details) => {
             let mut body = json!(details);
             body["rollout"] = json!(state.rollouts.status(&name).await);
+            body["replicas"] = replicas_of(&state, &name, &details.version).await;
             Ok(Json(body))
         }
         None => Err(AppError::NotFound(format!("no component named {name}"))),

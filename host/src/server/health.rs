@@ -79,6 +79,10 @@ async fn summary(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         }
         Err(_) => Value::Null,
     };
+    let cluster = match state.cluster.convergence().await {
+        Ok(convergence) => json!(convergence),
+        Err(_) => json!({ "replica": state.cluster.id(), "converged": null }),
+    };
     let healthy = database.is_ok();
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
@@ -88,6 +92,7 @@ async fn summary(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "database": { "reachable": healthy, "backend": format!("{:?}", state.db.backend()).to_lowercase(), "latency_ms": latency_ms },
         "components": components,
         "outbox": outbox,
+        "cluster": cluster,
     });
     (status, Json(body))
 }

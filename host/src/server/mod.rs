@@ -24,6 +24,7 @@ use axum::Router;
 use axum::http::{Method, Uri};
 
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::AppError;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub deliveries: Arc<DeliveryTallies>,
     /// The per-second rings the dashboard reads.
     pub stats: Arc<Stats>,
+    /// This replica among the others sharing the database.
+    pub cluster: Arc<Cluster>,
 }
 
 /// The whole router: component routes, health, fallbacks and middleware.

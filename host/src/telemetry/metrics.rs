@@ -44,6 +44,9 @@ pub const DB_POOL_MAX: &str = "db_pool_max_connections";
 pub const READY: &str = "switchyard_ready";
 pub const BUILD_INFO: &str = "switchyard_build_info";
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
+pub const CLUSTER_CONVERGED: &str = "cluster_converged";
+pub const CLUSTER_REPLICAS: &str = "cluster_replicas";
+pub const CLUSTER_FANOUT: &str = "cluster_fanout_total";
 pub const ROLLOUT_WEIGHT: &str = "component_rollout_weight";
 pub const ROLLOUT_DECISIONS: &str = "component_rollout_decisions_total";
 pub const SERIES_DROPPED: &str = "component_metric_series_dropped_total";
@@ -358,6 +361,12 @@ fn describe() {
     describe_gauge!(DB_POOL_MAX, "Configured maximum database pool size.");
     describe_gauge!(READY, "1 when the host is ready to serve (database reachable).");
     describe_gauge!(BUILD_INFO, "Build of the running host.");
+    describe_gauge!(CLUSTER_CONVERGED, "1 when this replica could swap in every component's deployed version.");
+    describe_gauge!(CLUSTER_REPLICAS, "Replicas in the replicas table by state (live, gone), as this one reads it.");
+    describe_counter!(
+        CLUSTER_FANOUT,
+        "Versions another replica deployed, swapped in here (swapped) or refused here (failed)."
+    );
     describe_counter!(SERIES_DROPPED, "Component-emitted metric samples dropped (invalid, or over the series cap).");
     describe_counter!(INSTANCES_STARTED, "Instances started to be reused, per component that reuses them.");
     describe_counter!(INSTANCES_RETIRED, "Reused instances retired, by reason.");

@@ -1,0 +1,103 @@
+//! Membership of the replicas sharing this database, the versions the
+//! deploy history names as active, and PostgreSQL's notifications between
+//! replicas.
+
+use std::collections::BTreeMap;
+
+use super::{Backend, Database, DbError};
+
+/// Channel a committed deploy, rollback or promotion is announced on; the
+/// payload is the component's name.
+pub const DEPLOYMENTS_CHANNEL: &str = "switchyard_deployments";
+/// Channel a commit with new outbox messages is announced on; the payload
+/// is the committing replica's id.
+pub const OUTBOX_CHANNEL: &str = "switchyard_outbox";
+
+/// `pg_notify` called where its `void` result is no column sqlx must decode.
+pub(crate) const NOTIFY: &str = "SELECT 1 FROM pg_notify($1, $2)";
+
+/// One replica's row, as its last heartbeat wrote it. The JSON columns are
+/// kept as text: only the cluster module reads them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReplicaRow {
+    pub id: String,
+    pub address: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub components: String,
+    pub serving: String,
+    pub diverged: String,
+}
+
+impl Database {
+    /// Writes this replica's row, creating it on the first heartbeat.
+    pub async fn heartbeat(&self, row: &ReplicaRow) -> Result<(), DbError> {
+        let _gate = self.write_permit().await?;
+        sqlx::query(
+            "INSERT INTO replicas (id, address, started_at, heartbeat_at, components, serving, diverged) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, started_at = excluded.started_at, \
+             heartbeat_at = excluded.heartbeat_at, components = excluded.components, serving = excluded.serving, \
+             diverged = excluded.diverged",
+        )
+        .bind(&row.id)
+        .bind(&row.address)
+        .bind(row.started_at)
+        .bind(row.heartbeat_at)
+        .bind(&row.components)
+        .bind(&row.serving)
+        .bind(&row.diverged)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every replica row, oldest first.
+    pub async fn replicas(&self) -> Result<Vec<ReplicaRow>, DbError> {
+        let rows = sqlx::query_as(
+            "SELECT id, address, started_at, heartbeat_at, components, serving, diverged FROM replicas \
+             ORDER BY started_at, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// Deletes the rows of replicas silent since before `cutoff` (ms); how
+    /// many went.
+    pub async fn drop_silent_replicas(&self, cutoff: i64) -> Result<u64, DbError> {
+        let _gate = self.write_permit().await?;
+        let done =
+            sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1").bind(cutoff).execute(self.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes one replica's row (it stopped cleanly).
+    pub async fn leave(&self, id: &str) -> Result<(), DbError> {
+        let _gate = self.write_permit().await?;
+        sqlx::query("DELETE FROM replicas WHERE id = $1").bind(id).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Each component's active version by the deploy history: the digest of
+    /// its latest deployment.
+    pub async fn active_versions(&self) -> Result<BTreeMap<String, String>, DbError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.component, d.digest FROM deployments d WHERE NOT EXISTS (\
+             SELECT 1 FROM deployments later WHERE later.component = d.component \
+             AND (later.deployed_at > d.deployed_at OR (later.deployed_at = d.deployed_at AND later.id > d.id)))",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Tells every listening replica that new outbox messages committed;
+    /// nothing on SQLite, where one process delivers.
+    pub async fn announce_outbox(&self, replica: &str) -> Result<(), DbError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(NOTIFY).bind(OUTBOX_CHANNEL).bind(replica).execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+}
