@@ -76,7 +76,7 @@ pub async fn prepare_with_clock(config: &Config, clock: SharedClock) -> anyhow::
         metrics.connector(connector);
     }
     let runtime = Arc::new(Runtime::load(config, db.clone(), clock.clone(), metrics.clone()).await?);
-    let rollouts = Arc::new(Rollouts::new(config, runtime.clone(), db.clone(), clock.clone()));
+    let rollouts = Arc::new(Rollouts::new(config, runtime.clone(), db.clone(), clock.clone(), replica.clone()));
     rollouts.recover().await.context("cannot read unfinished rollouts from the audit log")?;
     let deliveries = Arc::new(DeliveryTallies::new(config));
     let stats = Arc::new(Stats::new(runtime.clone(), deliveries.clone(), clock.clone()));

@@ -14,6 +14,10 @@
 //!   it rejoins converged.
 //! - A cut listener connection is replaced, and a deploy no notification
 //!   announced is still caught by the periodic reconcile.
+//! - A canary deployed through one replica serves on all three at its
+//!   share; its controller judges what every replica's versions did (here
+//!   only the other two get traffic) and promotes it everywhere; a canary
+//!   whose controller dies is ended by the others.
 //! - A replica whose config names other components refuses to start.
 //!
 //! Every test skips when `DATABASE_URL` names no PostgreSQL server (as the
@@ -71,6 +75,11 @@ fn app_toml(database_url: &str, provider: &str, lease_ms: u64, reconcile_ms: u64
 
         [components.hello]
         path = "{dir}/hello.wasm"
+        [components.hello.rollout]
+        steps = [50, 100]
+        step_ms = 2_000
+        min_invocations = 20
+        watch_ms = 0
 
         [outbox]
         concurrency = 8
@@ -815,4 +824,116 @@ async fn an_unreachable_database_fails_readiness_until_it_returns() {
     pool.close().await;
     replica.kill();
     drop_postgres_database(&server, &name).await;
+}
+
+/// What `replica` says it serves of hello: stable version and canary.
+async fn hello_served(url: &str) -> Option<(String, Value)> {
+    let (_, view) = admin(reqwest::Method::GET, &format!("{url}/admin/cluster")).await;
+    let me = view["replica"].as_str()?.to_owned();
+    let member = view["replicas"].as_array()?.iter().find(|m| m["id"] == me.as_str())?.clone();
+    Some((member["serving"]["hello"]["version"].as_str()?.to_owned(), member["serving"]["hello"]["canary"].clone()))
+}
+
+/// Sends `count` requests to each of `urls`; the versions that answered.
+async fn load(urls: &[String], count: usize) -> BTreeMap<String, u64> {
+    let client = reqwest::Client::new();
+    let mut seen = BTreeMap::new();
+    for _ in 0..count {
+        for url in urls {
+            if let Some(version) = version_of(&client, url).await {
+                *seen.entry(version).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_serves_and_is_judged_on_every_replica() {
+    let Some(fleet) = Fleet::start(3, 60_000, 5_000).await else { return };
+    let stable = version_of(&reqwest::Client::new(), &fleet.replicas[0].url()).await.unwrap();
+    let bytes = variant(&component_bytes("hello"), "canary");
+    let response = reqwest::Client::new()
+        .put(format!("{}/admin/components/hello?canary=50", fleet.replicas[0].url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let canary = response.json::<Value>().await.unwrap()["version"].as_str().unwrap().to_owned();
+    // Every replica serves it beside the stable version, at 50 %.
+    for replica in &fleet.replicas {
+        let url = replica.url();
+        common::eventually("the canary on every replica", Duration::from_secs(20), || async {
+            hello_served(&url).await.is_some_and(|(version, c)| version == stable && c == json!([canary, 50]))
+        })
+        .await;
+    }
+    // Traffic only to the two replicas without the controller: both
+    // versions answer there, and the controller promotes on their figures.
+    let others: Vec<String> = fleet.replicas[1..].iter().map(Replica::url).collect();
+    let seen = load(&others, 30).await;
+    assert!(seen.get(&stable).copied().unwrap_or(0) > 5 && seen.get(&canary).copied().unwrap_or(0) > 5, "{seen:?}");
+    let controller = fleet.replicas[0].url();
+    let started = Instant::now();
+    loop {
+        let (_, body) = admin(reqwest::Method::GET, &format!("{controller}/admin/components/hello/rollout")).await;
+        let status = &body["rollout"];
+        if status["state"] == "promoted" {
+            let decision = &status["last_decision"];
+            assert_eq!((&decision["decision"], &decision["reason"]), (&json!("promote"), &json!("passed")), "{body}");
+            break;
+        }
+        assert!(status["state"] == "canary", "the rollout ended otherwise: {body}");
+        assert!(started.elapsed() < Duration::from_secs(60), "no promotion: {status}");
+        load(&others, 5).await;
+    }
+    for replica in &fleet.replicas {
+        let url = replica.url();
+        common::eventually("the promoted canary stable everywhere", Duration::from_secs(20), || async {
+            hello_served(&url).await.is_some_and(|(version, c)| version == canary && c.is_null())
+        })
+        .await;
+    }
+    let seen = load(&others, 10).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&canary], "{seen:?}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_controller_dies_is_ended_by_the_others() {
+    let Some(mut fleet) = Fleet::start(2, 60_000, 1_000).await else { return };
+    let stable = version_of(&reqwest::Client::new(), &fleet.replicas[1].url()).await.unwrap();
+    let response = reqwest::Client::new()
+        .put(format!("{}/admin/components/hello?canary=50", fleet.replicas[0].url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(variant(&component_bytes("hello"), "orphan"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let canary = response.json::<Value>().await.unwrap()["version"].as_str().unwrap().to_owned();
+    let survivor = fleet.replicas[1].url();
+    common::eventually("the canary on the other replica", Duration::from_secs(20), || async {
+        hello_served(&survivor).await.is_some_and(|(_, c)| c == json!([canary, 50]))
+    })
+    .await;
+    fleet.replicas[0].kill();
+    common::eventually("the orphaned canary ended", Duration::from_secs(30), || async {
+        hello_served(&survivor).await.is_some_and(|(version, c)| version == stable && c.is_null())
+    })
+    .await;
+    let seen = load(std::slice::from_ref(&survivor), 20).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&stable], "{seen:?}");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&fleet.database_url).await.unwrap();
+    let reason: String = sqlx::query_scalar(
+        "SELECT reason FROM audit_log WHERE action = 'rollout' AND result = 'abort' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(reason.starts_with("controller_gone: replica replica-1"), "{reason}");
+    pool.close().await;
+    fleet.stop().await;
 }

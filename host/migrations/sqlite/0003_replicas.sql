@@ -12,5 +12,19 @@ CREATE TABLE replicas (
     -- JSON: component name -> {version, canary, breaker}.
     serving      TEXT NOT NULL,
     -- JSON: the components it could not bring to their deployed version.
-    diverged     TEXT NOT NULL
+    diverged     TEXT NOT NULL,
+    -- JSON: component -> what its stable version and canary did here,
+    -- while a canary serves; the rollout's controller adds them up.
+    figures      TEXT NOT NULL
+);
+
+-- The canary each component serves beside its stable version, on every
+-- replica, with its share; written by the replica whose controller runs
+-- the rollout. Its bytes are in component_versions.
+CREATE TABLE canaries (
+    component  TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    weight     BIGINT NOT NULL,
+    controller TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
 );

@@ -129,6 +129,7 @@ mod tests {
             components: "{}".to_owned(),
             serving: serde_json::to_string(&serving).unwrap(),
             diverged: "[]".to_owned(),
+            figures: "{}".to_owned(),
         }
     }
 

@@ -34,10 +34,11 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::{ClusterConfig, Config};
+use crate::db::audit::AuditEntry;
 use crate::db::replicas::ReplicaRow;
 use crate::db::{Backend, Database, DbError};
-use crate::runtime::{Divergence, Reconciled, Runtime};
-use crate::telemetry::metrics::{CLUSTER_CONVERGED, CLUSTER_FANOUT, CLUSTER_REPLICAS};
+use crate::runtime::{Divergence, Reconciled, Runtime, SharedFigures};
+use crate::telemetry::metrics::{CLUSTER_CONVERGED, CLUSTER_FANOUT, CLUSTER_REPLICAS, ROLLOUT_DECISIONS};
 use members::{Liveness, Member, Served};
 
 /// Outbox announcements are sent at most this often; commits in between
@@ -170,12 +171,53 @@ impl Cluster {
 
     /// Brings this replica to the deploy history's versions once.
     pub async fn reconcile(&self) -> Result<(), DbError> {
-        let Reconciled { swapped, diverged } = self.runtime.reconcile().await?;
+        self.end_orphaned_canaries().await?;
+        let Reconciled { swapped, diverged } = self.runtime.reconcile(&self.id).await?;
         let metrics = self.runtime.metrics();
         metrics.counter(CLUSTER_FANOUT, &[("result", "swapped")]).increment(swapped.len() as u64);
         metrics.counter(CLUSTER_FANOUT, &[("result", "failed")]).increment(diverged.len() as u64);
         metrics.gauge(CLUSTER_CONVERGED, &[]).set(if diverged.is_empty() { 1.0 } else { 0.0 });
         *self.diverged.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = diverged;
+        Ok(())
+    }
+
+    /// Ends the canaries whose controller stopped heart-beating: nobody
+    /// judges them any more, so the stable version serves everything. The
+    /// end is audited as an abort.
+    async fn end_orphaned_canaries(&self) -> Result<(), DbError> {
+        let canaries = self.db.canaries().await?;
+        if canaries.iter().all(|c| c.controller == self.id) {
+            return Ok(());
+        }
+        let view = self.view().await?;
+        for canary in canaries.iter().filter(|c| c.controller != self.id) {
+            let live = view.replicas.iter().any(|m| m.id == canary.controller && m.state == Liveness::Live);
+            if live {
+                continue;
+            }
+            tracing::warn!(
+                component = canary.component,
+                controller = canary.controller,
+                "the replica judging this canary stopped heart-beating; the stable version serves"
+            );
+            self.db.clear_canary(&canary.component).await?;
+            let entry = AuditEntry {
+                actor: self.id.clone(),
+                action: "rollout".to_owned(),
+                component: Some(canary.component.clone()),
+                version: Some(canary.digest[..12.min(canary.digest.len())].to_owned()),
+                result: "abort".to_owned(),
+                reason: Some(format!("controller_gone: replica {} stopped heart-beating", canary.controller)),
+            };
+            self.db.audit(&entry).await?;
+            self.runtime
+                .metrics()
+                .counter(
+                    ROLLOUT_DECISIONS,
+                    &[("component", &canary.component), ("decision", "abort"), ("reason", "controller_gone")],
+                )
+                .increment(1);
+        }
         Ok(())
     }
 
@@ -206,6 +248,18 @@ impl Cluster {
             .collect()
     }
 
+    /// What the versions of each component with a canary did here, for the
+    /// controller judging it on another replica.
+    fn canary_figures(&self) -> BTreeMap<String, SharedFigures> {
+        self.runtime
+            .registry()
+            .list()
+            .into_iter()
+            .filter(|c| c.canary.is_some())
+            .filter_map(|c| Some((c.name.clone(), self.runtime.figures(&c.name)?.shared())))
+            .collect()
+    }
+
     /// Writes this replica's row; drops replicas silent for too long.
     pub async fn heartbeat(&self) -> Result<(), DbError> {
         let now = self.clock.now_millis();
@@ -218,6 +272,7 @@ impl Cluster {
             components: serde_json::to_string(&self.components).unwrap_or_default(),
             serving: serde_json::to_string(&self.serving()).unwrap_or_default(),
             diverged: serde_json::to_string(&diverged).unwrap_or_default(),
+            figures: serde_json::to_string(&self.canary_figures()).unwrap_or_default(),
         };
         self.db.heartbeat(&row).await?;
         let drop_after = i64::try_from(self.settings.drop_after_ms).unwrap_or(i64::MAX);

@@ -5,8 +5,7 @@
 use sqlx::Row;
 
 use super::audit::AuditEntry;
-use super::replicas::{DEPLOYMENTS_CHANNEL, NOTIFY};
-use super::{Backend, Database, DbError};
+use super::{Database, DbError};
 
 /// One accepted deploy or rollback.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -81,6 +80,12 @@ impl Database {
                 kept.push(digest);
             }
         }
+        // And a canary's, which other replicas load from here.
+        let canary: Option<String> = sqlx::query_scalar("SELECT digest FROM canaries WHERE component = $1")
+            .bind(component)
+            .fetch_optional(&mut *tx)
+            .await?;
+        kept.extend(canary);
         let stored: Vec<String> = sqlx::query_scalar("SELECT digest FROM component_versions WHERE component = $1")
             .bind(component)
             .fetch_all(&mut *tx)
@@ -92,10 +97,12 @@ impl Database {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Delivered to every listening replica when (and only if) this commits.
-        if self.backend == Backend::Postgres {
-            sqlx::query(NOTIFY).bind(DEPLOYMENTS_CHANNEL).bind(component).execute(&mut *tx).await?;
+        // A promoted canary is a canary no longer.
+        if action == "promote" {
+            sqlx::query("DELETE FROM canaries WHERE component = $1").bind(component).execute(&mut *tx).await?;
         }
+        // Delivered to every listening replica when (and only if) this commits.
+        self.notify_deployments(&mut tx, component).await?;
         tx.commit().await?;
         Ok(())
     }

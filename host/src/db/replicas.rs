@@ -27,6 +27,20 @@ pub struct ReplicaRow {
     pub components: String,
     pub serving: String,
     pub diverged: String,
+    pub figures: String,
+}
+
+/// A canary serving on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CanaryRow {
+    pub component: String,
+    /// Full digest of its bytes, stored in `component_versions`.
+    pub digest: String,
+    /// Its share of invocations, in %.
+    pub weight: i64,
+    /// The replica whose controller runs the rollout.
+    pub controller: String,
+    pub updated_at: i64,
 }
 
 impl Database {
@@ -34,11 +48,11 @@ impl Database {
     pub async fn heartbeat(&self, row: &ReplicaRow) -> Result<(), DbError> {
         let _gate = self.write_permit().await?;
         sqlx::query(
-            "INSERT INTO replicas (id, address, started_at, heartbeat_at, components, serving, diverged) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO replicas (id, address, started_at, heartbeat_at, components, serving, diverged, figures) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET address = excluded.address, started_at = excluded.started_at, \
              heartbeat_at = excluded.heartbeat_at, components = excluded.components, serving = excluded.serving, \
-             diverged = excluded.diverged",
+             diverged = excluded.diverged, figures = excluded.figures",
         )
         .bind(&row.id)
         .bind(&row.address)
@@ -47,6 +61,7 @@ impl Database {
         .bind(&row.components)
         .bind(&row.serving)
         .bind(&row.diverged)
+        .bind(&row.figures)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -55,7 +70,7 @@ impl Database {
     /// Every replica row, oldest first.
     pub async fn replicas(&self) -> Result<Vec<ReplicaRow>, DbError> {
         let rows = sqlx::query_as(
-            "SELECT id, address, started_at, heartbeat_at, components, serving, diverged FROM replicas \
+            "SELECT id, address, started_at, heartbeat_at, components, serving, diverged, figures FROM replicas \
              ORDER BY started_at, id",
         )
         .fetch_all(self.pool())
@@ -90,6 +105,84 @@ impl Database {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// Stores a canary's bytes (idempotent) and makes it `component`'s
+    /// canary on every replica, with `weight` %.
+    pub async fn put_canary(&self, row: &CanaryRow, bytes: &[u8]) -> Result<(), DbError> {
+        let _gate = self.write_permit().await?;
+        let mut tx = self.begin(None).await?;
+        sqlx::query(
+            "INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (component, digest) DO NOTHING",
+        )
+        .bind(&row.component)
+        .bind(&row.digest)
+        .bind(bytes.to_vec())
+        .bind(row.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO canaries (component, digest, weight, controller, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (component) DO UPDATE SET digest = excluded.digest, weight = excluded.weight, \
+             controller = excluded.controller, updated_at = excluded.updated_at",
+        )
+        .bind(&row.component)
+        .bind(&row.digest)
+        .bind(row.weight)
+        .bind(&row.controller)
+        .bind(row.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        self.notify_deployments(&mut tx, &row.component).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes the canary's share on every replica; false without a canary.
+    pub async fn set_canary_weight(&self, component: &str, weight: u8) -> Result<bool, DbError> {
+        let _gate = self.write_permit().await?;
+        let mut tx = self.begin(None).await?;
+        let done = sqlx::query("UPDATE canaries SET weight = $1, updated_at = $2 WHERE component = $3")
+            .bind(i64::from(weight))
+            .bind(self.now_millis())
+            .bind(component)
+            .execute(&mut *tx)
+            .await?;
+        self.notify_deployments(&mut tx, component).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends `component`'s canary on every replica.
+    pub async fn clear_canary(&self, component: &str) -> Result<(), DbError> {
+        let _gate = self.write_permit().await?;
+        let mut tx = self.begin(None).await?;
+        sqlx::query("DELETE FROM canaries WHERE component = $1").bind(component).execute(&mut *tx).await?;
+        self.notify_deployments(&mut tx, component).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every canary, by component.
+    pub async fn canaries(&self) -> Result<Vec<CanaryRow>, DbError> {
+        let rows = sqlx::query_as("SELECT component, digest, weight, controller, updated_at FROM canaries")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows)
+    }
+
+    /// On PostgreSQL, tells every listening replica, when `tx` commits,
+    /// that `component`'s versions changed.
+    pub(crate) async fn notify_deployments(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        component: &str,
+    ) -> Result<(), DbError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(NOTIFY).bind(DEPLOYMENTS_CHANNEL).bind(component).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Tells every listening replica that new outbox messages committed;

@@ -36,7 +36,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, RolloutConfig};
 use crate::db::Database;
 use crate::db::audit::AuditEntry;
-use crate::runtime::{DeployError, DeployReport, Figures, Runtime};
+use crate::runtime::{DeployError, DeployReport, Figures, Runtime, SharedFigures, VersionFigures};
 use crate::telemetry::metrics::{Metrics, ROLLOUT_DECISIONS, ROLLOUT_WEIGHT};
 use judge::{Verdict, harms_stable, judge};
 
@@ -138,13 +138,28 @@ pub struct Rollouts {
     /// One async lock: a tick, a deploy and a manual decision never
     /// interleave for the same component.
     rollouts: tokio::sync::Mutex<HashMap<String, Rollout>>,
+    /// This replica's id, and how long another may be silent and still
+    /// count: the figures of every live replica's versions are judged.
+    replica: String,
+    gone_after_ms: i64,
 }
 
 impl Rollouts {
-    pub fn new(config: &Config, runtime: Arc<Runtime>, db: Database, clock: SharedClock) -> Rollouts {
+    /// `replica` is this replica's id: canaries it deploys name it as their
+    /// controller.
+    pub fn new(config: &Config, runtime: Arc<Runtime>, db: Database, clock: SharedClock, replica: String) -> Rollouts {
         let configs = config.components.iter().map(|(name, c)| (name.clone(), c.rollout.clone())).collect();
         let metrics = runtime.metrics().clone();
-        Rollouts { runtime, db, clock, metrics, configs, rollouts: tokio::sync::Mutex::new(HashMap::new()) }
+        Rollouts {
+            runtime,
+            db,
+            clock,
+            metrics,
+            configs,
+            replica,
+            gone_after_ms: i64::try_from(config.cluster.gone_after_ms).unwrap_or(i64::MAX),
+            rollouts: tokio::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// Deploys `bytes` as `name`: as a canary with `canary` % of the
@@ -165,12 +180,12 @@ impl Rollouts {
                     status: Box::new(running.status.clone()),
                 });
             }
-            let report = self.runtime.deploy_canary(name, bytes, actor, weight).await?;
+            let report = self.runtime.deploy_canary(name, bytes, actor, weight, &self.replica).await?;
             let config = self.config(name);
             let steps: Vec<u8> =
                 std::iter::once(weight).chain(config.steps.iter().copied().filter(|s| *s > weight)).collect();
             let stable = report.previous.clone().unwrap_or_default();
-            let rollout = self.begin(name, State::Canary, &report.version, &stable, weight, steps, config);
+            let rollout = self.begin(name, State::Canary, &report.version, &stable, weight, steps, config).await;
             self.weights(name, &rollout.status);
             rollouts.insert(name.to_owned(), rollout);
             return Ok(report);
@@ -182,7 +197,8 @@ impl Rollouts {
             && config.watch_ms > 0
             && *previous != report.version
         {
-            let mut rollout = self.begin(name, State::Watching, &report.version, previous, 100, vec![100], config);
+            let mut rollout =
+                self.begin(name, State::Watching, &report.version, previous, 100, vec![100], config).await;
             rollout.baseline = baseline.clone();
             rollouts.insert(name.to_owned(), rollout);
         }
@@ -225,7 +241,7 @@ impl Rollouts {
         let mut rollouts = self.rollouts.lock().await;
         let rollout = rollouts.get_mut(name)?;
         if rollout.status.state.running()
-            && let Some((stable, canary)) = self.windows(name, rollout)
+            && let Some((stable, canary)) = self.windows(name, rollout).await
         {
             rollout.status.figures = StepFigures { stable: stable.summary(), canary: canary.summary() };
         }
@@ -244,7 +260,7 @@ impl Rollouts {
         let now = self.clock.now_millis();
         let mut rollouts = self.rollouts.lock().await;
         for (name, rollout) in rollouts.iter_mut().filter(|(_, r)| r.status.state.running()) {
-            let Some((stable, candidate)) = self.windows(name, rollout) else {
+            let Some((stable, candidate)) = self.windows(name, rollout).await else {
                 self.decide(name, rollout, State::Aborted, "abort", "superseded", CONTROLLER).await;
                 continue;
             };
@@ -362,7 +378,7 @@ impl Rollouts {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn begin(
+    async fn begin(
         &self,
         name: &str,
         state: State,
@@ -373,7 +389,7 @@ impl Rollouts {
         config: RolloutConfig,
     ) -> Rollout {
         let now = self.clock.now_millis();
-        let figures = self.runtime.figures(name);
+        let figures = self.figures(name).await;
         let (baseline, start) = match &figures {
             Some(f) => (f.stable.1.clone(), f.canary.as_ref().map(|c| c.1.clone()).unwrap_or_default()),
             None => Default::default(),
@@ -403,8 +419,8 @@ impl Rollouts {
 
     /// The two versions' figures over the current step (or watch); `None`
     /// when the versions in service are no longer the rollout's.
-    fn windows(&self, name: &str, rollout: &Rollout) -> Option<(Figures, Figures)> {
-        let figures = self.runtime.figures(name)?;
+    async fn windows(&self, name: &str, rollout: &Rollout) -> Option<(Figures, Figures)> {
+        let figures = self.figures(name).await?;
         match rollout.status.state {
             State::Canary => {
                 let (version, canary, _) = figures.canary?;
@@ -414,6 +430,28 @@ impl Rollouts {
             _ => (figures.stable.0 == rollout.status.version)
                 .then(|| (rollout.baseline.clone(), figures.stable.1.since(&rollout.start))),
         }
+    }
+
+    /// What `name`'s versions did on every live replica: this one's figures
+    /// now, plus each other's as its last heartbeat carried them.
+    async fn figures(&self, name: &str) -> Option<VersionFigures> {
+        let mut figures = self.runtime.figures(name)?;
+        let rows = match self.db.replicas().await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(component = name, error = %err, "judging on this replica's figures alone");
+                return Some(figures);
+            }
+        };
+        let now = self.clock.now_millis();
+        for row in rows.iter().filter(|row| row.id != self.replica && now - row.heartbeat_at <= self.gone_after_ms) {
+            if let Ok(mut peers) = serde_json::from_str::<HashMap<String, SharedFigures>>(&row.figures)
+                && let Some(peer) = peers.remove(name)
+            {
+                figures.add(&peer);
+            }
+        }
+        Some(figures)
     }
 
     /// The next step, or promotion after the step before 100 %.
@@ -427,7 +465,7 @@ impl Rollouts {
             self.decide(name, rollout, State::Promoted, "promote", "passed", CONTROLLER).await;
             return;
         }
-        if let Err(err) = self.runtime.set_canary_weight(name, next) {
+        if let Err(err) = self.runtime.set_canary_weight(name, next).await {
             tracing::error!(component = name, error = %err, "cannot change the canary's share");
             return;
         }
@@ -436,7 +474,7 @@ impl Rollouts {
         rollout.status.step += 1;
         rollout.step_started_at = now;
         rollout.extensions = 0;
-        if let Some(figures) = self.runtime.figures(name) {
+        if let Some(figures) = self.figures(name).await {
             rollout.baseline = figures.stable.1;
             rollout.start = figures.canary.map(|c| c.1).unwrap_or_default();
         }
@@ -454,7 +492,7 @@ impl Rollouts {
         reason: &'static str,
         actor: &str,
     ) {
-        let detail = match self.windows(name, rollout) {
+        let detail = match self.windows(name, rollout).await {
             Some((stable, candidate)) => {
                 format!(
                     "step {} ({} %): new {}; stable {}",

@@ -12,11 +12,12 @@ use hyper::body::Bytes;
 use std::sync::Arc;
 
 use super::Runtime;
-use super::figures::Figures;
+use super::figures::{Figures, FiguresWire};
 use super::registry::{self, Canary, PrepareError};
 use crate::db::DbError;
 use crate::db::audit::AuditEntry;
 use crate::db::deployments::{DeploymentRow, NewDeployment};
+use crate::db::replicas::CanaryRow;
 use crate::telemetry::metrics::{DEPLOYMENTS, ROLLOUT_WEIGHT, VERSION_INFO};
 
 /// What an accepted deploy or rollback did.
@@ -45,6 +46,37 @@ pub struct VersionFigures {
     pub stable: (String, Figures),
     /// The canary, its figures and its share (%), while one serves.
     pub canary: Option<(String, Figures, u8)>,
+}
+
+/// [`VersionFigures`] as a heartbeat carries them to the other replicas.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedFigures {
+    pub stable: (String, FiguresWire),
+    pub canary: Option<(String, FiguresWire)>,
+}
+
+impl VersionFigures {
+    pub fn shared(&self) -> SharedFigures {
+        SharedFigures {
+            stable: (self.stable.0.clone(), self.stable.1.to_wire()),
+            canary: self.canary.as_ref().map(|(version, figures, _)| (version.clone(), figures.to_wire())),
+        }
+    }
+
+    /// Adds what another replica's same versions did.
+    pub fn add(&mut self, peer: &SharedFigures) {
+        if peer.stable.0 == self.stable.0
+            && let Some(figures) = Figures::from_wire(&peer.stable.1)
+        {
+            self.stable.1 = self.stable.1.plus(&figures);
+        }
+        if let (Some((version, mine, _)), Some((theirs, wire))) = (self.canary.as_mut(), &peer.canary)
+            && version == theirs
+            && let Some(figures) = Figures::from_wire(wire)
+        {
+            *mine = mine.plus(&figures);
+        }
+    }
 }
 
 /// A component that serves another version than its latest deployment,
@@ -216,7 +248,12 @@ impl Runtime {
     /// left it. Returns the components still serving something else, each
     /// with the reason; a version that cannot be prepared here leaves the
     /// current one serving.
-    pub async fn reconcile(&self) -> Result<Reconciled, DbError> {
+    ///
+    /// Canaries likewise: each row of `canaries` serves, with its share,
+    /// beside the stable version. A canary whose controller is `me` is left
+    /// to that controller; its row is cleared when this replica no longer
+    /// serves it (a clear that failed before).
+    pub async fn reconcile(&self, me: &str) -> Result<Reconciled, DbError> {
         let active = self.db.active_versions().await?;
         let mut reconciled = Reconciled::default();
         for (name, digest) in active {
@@ -238,7 +275,65 @@ impl Runtime {
                 }
             }
         }
+        // After the stable versions: a promoted canary is then stable.
+        self.reconcile_canaries(me, &mut reconciled).await?;
         Ok(reconciled)
+    }
+
+    async fn reconcile_canaries(&self, me: &str, reconciled: &mut Reconciled) -> Result<(), DbError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let rows = self.db.canaries().await?;
+        for name in self.sources.keys() {
+            let Some(serving) = self.registry.serving(name) else { continue };
+            let local = serving.canary.as_ref().map(|c| (c.deployed.digest.as_str(), c.weight));
+            match rows.iter().find(|row| row.component == *name) {
+                Some(row) if row.controller == me && local.is_none_or(|(digest, _)| digest != row.digest) => {
+                    self.db.clear_canary(name).await?;
+                }
+                Some(row) if row.controller == me => {}
+                Some(row) if row.digest == serving.stable.digest => {}
+                Some(row) => {
+                    let weight = u8::try_from(row.weight.clamp(0, 100)).unwrap_or(0);
+                    match local {
+                        Some((digest, have)) if digest == row.digest => {
+                            if have != weight {
+                                self.registry.set_weight(name, weight);
+                            }
+                        }
+                        _ => match self.prepare_canary(name, &row.digest).await {
+                            Ok((deployed, bytes)) => {
+                                tracing::info!(component = name, version = &*deployed.version, weight, "canary joined");
+                                self.registry.set_canary(name, Canary { deployed: Arc::new(deployed), weight, bytes });
+                                reconciled.swapped.push(name.clone());
+                            }
+                            Err(err) => reconciled.diverged.push(Divergence {
+                                component: name.clone(),
+                                wanted: format!("canary {}", &row.digest[..12.min(row.digest.len())]),
+                                serving: serving.stable.version.to_string(),
+                                error: err.to_string(),
+                            }),
+                        },
+                    }
+                }
+                None if local.is_some() => {
+                    tracing::info!(component = name, "canary ended elsewhere");
+                    self.registry.drop_canary(name);
+                    reconciled.swapped.push(name.clone());
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare_canary(&self, name: &str, digest: &str) -> Result<(registry::Deployed, Bytes), DeployError> {
+        let bytes = self
+            .stored_version(name, digest)
+            .await?
+            .ok_or_else(|| DeployError::UnknownVersion { component: name.to_owned(), version: digest.to_owned() })?;
+        let source = self.sources.get(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
+        let deployed = registry::prepare(self.compiler(source.world), source, bytes.clone()).await?;
+        Ok((deployed, bytes))
     }
 
     /// Swaps `name` to its latest deployment, read again under the deploy
@@ -264,12 +359,15 @@ impl Runtime {
     /// Prepares `bytes` as a canary of `name`, beside its stable version,
     /// with `weight` % of the invocations. It is not recorded as deployed
     /// until promoted, so a restart serves the stable version.
+    /// `controller` is the replica whose rollout controller judges it; every
+    /// other replica serves it too, with the same share.
     pub async fn deploy_canary(
         &self,
         name: &str,
         bytes: Bytes,
         actor: &str,
         weight: u8,
+        controller: &str,
     ) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let size = bytes.len();
@@ -289,6 +387,14 @@ impl Runtime {
                 cached: deployed.cached,
                 previous_figures: None,
             };
+            let row = CanaryRow {
+                component: name.to_owned(),
+                digest: deployed.digest.clone(),
+                weight: i64::from(weight),
+                controller: controller.to_owned(),
+                updated_at: self.db.now_millis(),
+            };
+            self.db.put_canary(&row, &bytes).await?;
             self.registry.set_canary(name, Canary { deployed: Arc::new(deployed), weight, bytes });
             tracing::info!(
                 component = name,
@@ -305,9 +411,16 @@ impl Runtime {
         result
     }
 
-    /// Gives the canary of `name` `weight` % of the invocations.
-    pub fn set_canary_weight(&self, name: &str, weight: u8) -> Result<(), DeployError> {
-        if self.registry.set_weight(name, weight) { Ok(()) } else { Err(DeployError::NoCanary(name.to_owned())) }
+    /// Gives the canary of `name` `weight` % of the invocations, on every
+    /// replica.
+    pub async fn set_canary_weight(&self, name: &str, weight: u8) -> Result<(), DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        if self.registry.serving(name).and_then(|s| s.canary).is_none() {
+            return Err(DeployError::NoCanary(name.to_owned()));
+        }
+        self.db.set_canary_weight(name, weight).await?;
+        self.registry.set_weight(name, weight);
+        Ok(())
     }
 
     /// Makes the canary the stable version, recorded as deployed.
@@ -345,8 +458,11 @@ impl Runtime {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let serving = self.registry.serving(name).ok_or_else(|| DeployError::UnknownComponent(name.to_owned()))?;
         let canary = serving.canary.ok_or_else(|| DeployError::NoCanary(name.to_owned()))?;
+        // Out of service here first, whether or not the others can be told:
+        // this replica's own canary is not re-added from a stale row.
         self.registry.drop_canary(name);
         let version = canary.deployed.version.to_string();
+        self.db.clear_canary(name).await?;
         self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &version)]).set(0.0);
         Ok(version)
     }

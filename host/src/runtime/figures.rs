@@ -105,7 +105,35 @@ impl Default for Figures {
     }
 }
 
+/// [`Figures`] as another replica reads them from this one's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FiguresWire {
+    pub outcomes: Vec<u64>,
+    pub latency: Vec<u64>,
+    pub fuel: u64,
+    pub memory_peak: u64,
+}
+
 impl Figures {
+    pub fn to_wire(&self) -> FiguresWire {
+        FiguresWire {
+            outcomes: self.outcomes.to_vec(),
+            latency: self.latency.to_vec(),
+            fuel: self.fuel,
+            memory_peak: self.memory_peak,
+        }
+    }
+
+    /// `None` when the counts do not fit (another build's bucket layout).
+    pub fn from_wire(wire: &FiguresWire) -> Option<Figures> {
+        Some(Figures {
+            outcomes: wire.outcomes.as_slice().try_into().ok()?,
+            latency: wire.latency.as_slice().try_into().ok()?,
+            fuel: wire.fuel,
+            memory_peak: wire.memory_peak,
+        })
+    }
+
     /// What happened between `earlier` and this snapshot.
     pub fn since(&self, earlier: &Figures) -> Figures {
         Figures {
