@@ -26,6 +26,15 @@ run: components
     echo "dashboard: http://127.0.0.1:8080/dashboard"
     "$CARGO_TARGET_DIR/debug/switchyard" serve --config switchyard.toml --log-format pretty --insecure-admin
 
+# Three replicas of the reference app on one PostgreSQL (database switchyard_cluster)
+# behind HAProxy on 127.0.0.1:8080: replicas on :8181-:8183, HAProxy stats on :8404,
+# the provider simulator on :9090. Ctrl-C stops them; `just cluster --check` starts,
+# asks /health through HAProxy and stops; --fresh drops the database first.
+# See scripts/cluster.sh.
+cluster *ARGS: components
+    cargo build -p switchyard -p switchyard-loadtests --bins
+    SWITCHYARD_BIN_DIR="$CARGO_TARGET_DIR/debug" scripts/cluster.sh {{ARGS}}
+
 # Start only the provider simulator (deliveries on :9090, control on :9091).
 simulator:
     cargo run -q -p switchyard-loadtests --bin provider-simulator -- --log-format pretty
@@ -38,9 +47,10 @@ monitoring:
 check: components
     cargo run -q -p switchyard -- check --config switchyard.toml
 
-# Everything CI checks: formatting, lints, the dependency policy (deny.toml), unit and
-# integration tests, alert rules, and the smoke load test as a gate.
+# Everything CI checks: the deployment files, formatting, lints, the dependency policy
+# (deny.toml), unit and integration tests, alert rules, and the smoke load test as a gate.
 test: components monitoring-check
+    just lint-deploy
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     # Licences, banned or duplicate crates, and sources against deny.toml.
@@ -68,10 +78,12 @@ doctor:
 
 # Run a load scenario (default: smoke) against a fresh release host and simulator; see
 # loadtests/README.md. Builds the order handler's fault builds too (for `canary`).
+# `just loadtest scale` is the order workload through HAProxy against 1, 2 and 3 replicas on
+# PostgreSQL (DATABASE_URL), and delivery with 50 ms per delivery (loadtests/bench/scale.sh).
 loadtest *ARGS:
     components/build.sh --faults
     cargo build --release -p switchyard -p switchyard-loadtests --bins
-    "$CARGO_TARGET_DIR/release/loadtest" {{ARGS}}
+    if [[ "{{ARGS}}" == scale ]]; then loadtests/bench/scale.sh; else "$CARGO_TARGET_DIR/release/loadtest" {{ARGS}}; fi
 
 # Regenerate docs/report.md (and its charts in docs/report/) from the newest run of
 # each scenario in loadtests/results/.
@@ -86,6 +98,12 @@ docs:
 # Compare the latest load-test runs (also written to loadtests/results/report.md).
 loadtest-report:
     cargo run -q --release -p switchyard-loadtests --bin loadtest -- report
+
+# Lint the deployment files offline: hadolint on the Dockerfile, kubernetes-validate
+# --strict on deploy/kubernetes/, and the configs, manifests, docker-compose.yml and
+# HAProxy configs against each other; installs its pinned tools on first use.
+lint-deploy:
+    scripts/lint-deploy.sh
 
 # Validate the Prometheus config and run the alert-rule unit tests (promtool).
 monitoring-check:
@@ -113,6 +131,12 @@ bench-compile: components
 # Outbox drain rate through a real connector to the simulator (SQLite; PostgreSQL too with DATABASE_URL).
 bench-outbox: components
     cargo bench -p switchyard --bench outbox
+
+# How long after a deploy's 200 every one of three replicas on PostgreSQL (DATABASE_URL)
+# serves the new version: p50/p95/p99 over 50 deploys (loadtests/bench/converge.sh).
+bench-cluster: components
+    cargo build --release -p switchyard -p switchyard-loadtests --bins
+    loadtests/bench/converge.sh
 
 # Knee of the order path (p95 < 50 ms, < 0.1 % errors): Switchyard with delivery against orders-native, SQLite (and PostgreSQL with DATABASE_URL).
 bench-orders: components

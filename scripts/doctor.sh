@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Lists every prerequisite of `just run`, `just test`, `just bench` and
-# `just loadtest`: found (with its version) or missing (with the command that
-# installs it). Installs nothing. Exits 1 when something `just run` or
-# `just test` needs is missing; what only a benchmark needs is reported but
-# does not fail.
+# Lists every prerequisite of `just run`, `just test`, `just bench`,
+# `just loadtest` and `just cluster`: found (with its version) or missing
+# (with the command that installs it). Installs nothing. Exits 1 when
+# something `just run` or `just test` needs is missing; what only a benchmark
+# or `just cluster` needs is reported but does not fail, nor does a tool that
+# its recipe installs on demand (cargo-fuzz, the deployment linters).
 #
 # Usage: scripts/doctor.sh   (or `just doctor`)
 
@@ -55,7 +56,7 @@ version_matching() {
     { "$@" 2>&1 || true; } | grep -m1 -E "$pattern"
 }
 
-echo "Prerequisites (used by: run = just run, test = just test, bench = just bench*, loadtest = just loadtest, fuzz = just fuzz)"
+echo "Prerequisites (used by: run = just run, test = just test, bench = just bench*, loadtest = just loadtest, fuzz = just fuzz, cluster = just cluster, lint-deploy = just lint-deploy, part of test)"
 check cargo "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of cargo --version
 check rustc "run test bench loadtest" "Rust via rustup (stable, 1.95 or newer)" version_of rustc --version
 check just "run test bench loadtest" "cargo install just --locked" version_of just --version
@@ -70,6 +71,16 @@ check chromium "test" "apt-get install chromium" version_matching '^Chromium' ch
 check wrk "bench" "apt-get install wrk" version_matching '^wrk' wrk -v
 check cargo-fuzz "fuzz" "cargo install cargo-fuzz --locked --version 0.13.2 (just fuzz does it)" version_of cargo fuzz --version
 check "wasmtime (optional)" "bench" "cargo install wasmtime-cli --locked --version 48.0.8" version_of wasmtime --version
+check haproxy "cluster lint-deploy" "apt-get install haproxy" version_matching '^HAProxy version' haproxy -v
+
+# The deployment linters live in a virtualenv that `just lint-deploy` creates
+# and fills from deploy/lint/requirements.txt on first use; missing ones fail
+# nothing.
+lint_venv="${SWITCHYARD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/tools}/deploy-lint"
+check hadolint "lint-deploy" "pinned in deploy/lint/requirements.txt (just lint-deploy does it)" \
+    version_of "$lint_venv/bin/hadolint" --version
+check kubernetes-validate "lint-deploy" "pinned in deploy/lint/requirements.txt (just lint-deploy does it)" \
+    version_of "$lint_venv/bin/kubernetes-validate" --version
 
 # PostgreSQL: the integration tests run their PostgreSQL variants when
 # DATABASE_URL names a server (.ci/run installs and starts one) and skip them
