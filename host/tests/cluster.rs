@@ -18,6 +18,8 @@
 //!   share; its controller judges what every replica's versions did (here
 //!   only the other two get traffic) and promotes it everywhere; a canary
 //!   whose controller dies is ended by the others.
+//! - A deployed version a replica cannot serve (its stored bytes do not
+//!   hash to it): it keeps the old one, and says so.
 //! - A replica whose config names other components refuses to start.
 //!
 //! Every test skips when `DATABASE_URL` names no PostgreSQL server (as the
@@ -935,5 +937,59 @@ async fn a_canary_whose_controller_dies_is_ended_by_the_others() {
     .unwrap();
     assert!(reason.starts_with("controller_gone: replica replica-1"), "{reason}");
     pool.close().await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_a_replica_cannot_serve_leaves_the_old_one_and_says_so() {
+    let Some(fleet) = Fleet::start(1, 60_000, 1_000).await else { return };
+    let url = fleet.replicas[0].url();
+    let client = reqwest::Client::new();
+    let serving = version_of(&client, &url).await.unwrap();
+    // A deployment whose stored bytes are not the version it names.
+    let named = variant(&component_bytes("hello"), "named");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&named));
+    let stored = variant(&component_bytes("hello"), "other bytes");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&fleet.database_url).await.unwrap();
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    sqlx::query("INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ('hello', $1, $2, $3)")
+        .bind(&digest)
+        .bind(&stored)
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO deployments (id, component, digest, action, actor, deployed_at) \
+         VALUES ($1, 'hello', $2, 'deploy', 'cluster-test', $3)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&digest)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let health = format!("{url}/health");
+    common::eventually("the replica reporting itself not converged", Duration::from_secs(20), || async {
+        let (_, body) = admin(reqwest::Method::GET, &health).await;
+        body["cluster"]["converged"] == false
+            && body["cluster"]["diverged"][0]["error"].as_str().is_some_and(|e| e.contains("do not hash to it"))
+    })
+    .await;
+    assert_eq!(version_of(&client, &url).await, Some(serving.clone()), "the old version still serves");
+    // The component's status shows it too, once a heartbeat has carried it.
+    let status = format!("{url}/admin/components/hello");
+    common::eventually("the deploy's status naming the replica and why", Duration::from_secs(20), || async {
+        let (_, details) = admin(reqwest::Method::GET, &status).await;
+        let replica = &details["replicas"][0];
+        replica["version"] == serving.as_str()
+            && replica["converged"] == false
+            && replica["error"].as_str().is_some_and(|e| e.contains("do not hash to it"))
+    })
+    .await;
+    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|line| line == "cluster_converged 0"), "{metrics}");
     fleet.stop().await;
 }
