@@ -113,23 +113,8 @@ fn app_toml(database_url: &str, provider: &str, lease_ms: u64, reconcile_ms: u64
         "#,
         dir = dir.display()
     );
-    for (channel, path) in [("email", "/email"), ("sms", "/sms"), ("webhook", "/webhook")] {
-        text.push_str(&format!(
-            r#"
-            [components.connector-{channel}]
-            path = "{dir}/connector-{channel}.wasm"
-            world = "connector"
-            allowed_hosts = ["{provider}"]
-            config = {{ url = "http://{provider}{path}", timeout_ms = "2000" }}
-            [connectors.{channel}]
-            component = "connector-{channel}"
-            max_attempts = 10
-            backoff_base_ms = 200
-            backoff_max_ms = 1_000
-            "#,
-            dir = dir.display()
-        ));
-    }
+    let retry = "max_attempts = 10\nbackoff_base_ms = 200\nbackoff_max_ms = 1_000";
+    text.push_str(&common::connectors_toml(&dir.display().to_string(), provider, provider, retry));
     text
 }
 
@@ -489,33 +474,12 @@ async fn deploys_spread_over_replicas_fail_no_request() {
 }
 
 fn order(key: &str) -> Value {
-    json!({
-        "customer": key,
-        "email": format!("{key}@example.com"),
-        "phone": "+15550100",
-        "items": [{ "sku": SKU, "qty": 1 }],
-    })
+    common::order_json(key, SKU)
 }
 
 /// Posts `key`'s order; its id when created or replayed.
 async fn post(client: &reqwest::Client, url: &str, key: &str) -> Option<String> {
-    let response = client
-        .post(format!("{url}/orders"))
-        .header("idempotency-key", key)
-        .json(&order(key))
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status();
-    let body: Value = response.json().await.ok()?;
-    match status {
-        StatusCode::CREATED | StatusCode::OK => Some(body["id"].as_str()?.to_owned()),
-        other => {
-            assert!(other.is_server_error(), "a client error for a well-formed order: {other} {body}");
-            None
-        }
-    }
+    common::post_order(client, url, key, SKU).await.map(|(id, _)| id)
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -640,6 +604,30 @@ async fn a_replica_killed_under_load_loses_and_doubles_nothing() {
     fleet.stop().await;
 }
 
+/// Records `bytes` as hello's deployed version `digest` the way a replica
+/// does, minus the notification.
+async fn record_hello_deployment(pool: &sqlx::PgPool, digest: &str, bytes: &[u8]) {
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    sqlx::query("INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ('hello', $1, $2, $3)")
+        .bind(digest)
+        .bind(bytes)
+        .bind(now)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO deployments (id, component, digest, action, actor, deployed_at) \
+         VALUES ($1, 'hello', $2, 'deploy', 'cluster-test', $3)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(digest)
+    .bind(now)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missed_notification_is_caught_by_reconcile() {
     let Some(fleet) = Fleet::start(2, 60_000, 1_000).await else { return };
@@ -673,25 +661,7 @@ async fn a_missed_notification_is_caught_by_reconcile() {
     // minus the NOTIFY): the periodic reconcile finds it.
     let bytes = variant(&component_bytes("hello"), "unannounced");
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let now =
-        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
-    sqlx::query("INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ('hello', $1, $2, $3)")
-        .bind(&digest)
-        .bind(&bytes)
-        .bind(now)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO deployments (id, component, digest, action, actor, deployed_at) \
-         VALUES ($1, 'hello', $2, 'deploy', 'cluster-test', $3)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&digest)
-    .bind(now)
-    .execute(&pool)
-    .await
-    .unwrap();
+    record_hello_deployment(&pool, &digest, &bytes).await;
     let took = converged_on(&fleet, &digest[..12]).await;
     eprintln!("an unannounced deploy was served by both replicas after {} ms (reconcile_ms = 1000)", took.as_millis());
     pool.close().await;
@@ -951,25 +921,7 @@ async fn a_version_a_replica_cannot_serve_leaves_the_old_one_and_says_so() {
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&named));
     let stored = variant(&component_bytes("hello"), "other bytes");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&fleet.database_url).await.unwrap();
-    let now =
-        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
-    sqlx::query("INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ('hello', $1, $2, $3)")
-        .bind(&digest)
-        .bind(&stored)
-        .bind(now)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO deployments (id, component, digest, action, actor, deployed_at) \
-         VALUES ($1, 'hello', $2, 'deploy', 'cluster-test', $3)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&digest)
-    .bind(now)
-    .execute(&pool)
-    .await
-    .unwrap();
+    record_hello_deployment(&pool, &digest, &stored).await;
     pool.close().await;
     let health = format!("{url}/health");
     common::eventually("the replica reporting itself not converged", Duration::from_secs(20), || async {

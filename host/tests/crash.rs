@@ -117,35 +117,9 @@ struct Seen {
 const RETRIES: u32 = 2_000;
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
-fn order(key: &str) -> Value {
-    json!({
-        "customer": key,
-        "email": format!("{key}@example.com"),
-        "phone": "+15550100",
-        "items": [{ "sku": SKU, "qty": 1 }],
-    })
-}
-
 /// Posts `key`'s order; the order id if it was created or replayed.
 async fn post(client: &reqwest::Client, url: &str, key: &str) -> Option<(String, bool)> {
-    let response = client
-        .post(format!("{url}/orders"))
-        .header("idempotency-key", key)
-        .json(&order(key))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status();
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    let body: Value = response.json().await.ok()?;
-    match status {
-        StatusCode::CREATED | StatusCode::OK => Some((body["id"].as_str()?.to_owned(), replayed)),
-        other => {
-            assert!(other.is_server_error(), "a client error for a well-formed order: {other} {body}");
-            None
-        }
-    }
+    common::post_order(client, url, key, SKU).await
 }
 
 async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {

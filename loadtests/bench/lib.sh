@@ -104,3 +104,19 @@ stop_replicas() {
     replica_pids=()
     replica_ports=()
 }
+
+# The figures of one `loadtest baseline` step: "rps p50 p95 p99 error_rate
+# requests cpu_us backlog", from its summary.json under DIR, with the server's
+# CPU ticks over the step and its outbox backlog after it; fails without one.
+step_figures() { # $1 = the step's results dir, $2 = CPU ticks, $3 = backlog
+    PENDING=$3 CPU_TICKS=$2 TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$1" <<'PY'
+import glob, json, os, sys
+found = glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))
+if not found:
+    sys.exit(1)
+s = json.load(open(found[0]))
+l = s["latency"]
+cpu_us = int(os.environ["CPU_TICKS"]) / int(os.environ["TICKS_PER_SECOND"]) * 1e6 / max(s["requests"], 1)
+print(f'{s["achieved_rps"]:.1f} {l["p50_ms"]:.2f} {l["p95_ms"]:.2f} {l["p99_ms"]:.2f} {s["error_rate"]:.5f} {s["requests"]} {cpu_us:.0f} {os.environ["PENDING"]}')
+PY
+}

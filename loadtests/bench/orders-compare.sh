@@ -131,16 +131,7 @@ step_at() { # $1 = port, $2 = rate, $3 = results dir, $4 = server
         --max-error-rate 1 --max-p99-ms 1e9 --results-dir "$3" >/dev/null 2>"$3.log" || true
     after=$(cpu_ticks "$pid")
     pending=$(backlog "$4" "$1")
-    PENDING=$pending CPU_TICKS=$((after - before)) TICKS_PER_SECOND=$(getconf CLK_TCK) python3 - "$3" <<'PY'
-import glob, json, os, sys
-found = glob.glob(os.path.join(sys.argv[1], "*", "summary.json"))
-if not found:
-    sys.exit(1)
-s = json.load(open(found[0]))
-l = s["latency"]
-cpu_us = int(os.environ["CPU_TICKS"]) / int(os.environ["TICKS_PER_SECOND"]) * 1e6 / max(s["requests"], 1)
-print(f'{s["achieved_rps"]:.1f} {l["p50_ms"]:.2f} {l["p95_ms"]:.2f} {l["p99_ms"]:.2f} {s["error_rate"]:.5f} {s["requests"]} {cpu_us:.0f} {os.environ["PENDING"]}')
-PY
+    step_figures "$3" $((after - before)) "$pending"
 }
 
 # Steps one server up the rates; prints "db server round knee rps p50 p95 p99 errors cpu backlog broke_at".

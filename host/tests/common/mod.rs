@@ -88,23 +88,70 @@ pub fn delivery_toml(database_url: &str, provider: &str, allowed: &str, dispatch
         poll_interval_ms = 50
         "#
     );
+    extra.push_str(&connectors_toml(
+        "",
+        provider,
+        allowed,
+        "max_attempts = 4\nbackoff_base_ms = 1_000\nbackoff_max_ms = 60_000",
+    ));
+    config_text(database_url, &extra)
+}
+
+/// The three connector components (their files under `dir`, or relative
+/// when `dir` is empty) delivering to a simulator at `provider`, each with
+/// its `[connectors.NAME]` carrying `retry` (its retry keys).
+pub fn connectors_toml(dir: &str, provider: &str, allowed: &str, retry: &str) -> String {
+    let dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+    let mut text = String::new();
     for (channel, path) in [("email", "/email"), ("sms", "/sms"), ("webhook", "/webhook")] {
-        extra.push_str(&format!(
+        text.push_str(&format!(
             r#"
             [components.connector-{channel}]
-            path = "connector-{channel}.wasm"
+            path = "{dir}connector-{channel}.wasm"
             world = "connector"
             allowed_hosts = ["{allowed}"]
             config = {{ url = "http://{provider}{path}", timeout_ms = "2000" }}
             [connectors.{channel}]
             component = "connector-{channel}"
-            max_attempts = 4
-            backoff_base_ms = 1_000
-            backoff_max_ms = 60_000
+            {retry}
             "#
         ));
     }
-    config_text(database_url, &extra)
+    text
+}
+
+/// An order of one unit of `sku`, for the customer `key`.
+pub fn order_json(key: &str, sku: &str) -> serde_json::Value {
+    serde_json::json!({
+        "customer": key,
+        "email": format!("{key}@example.com"),
+        "phone": "+15550100",
+        "items": [{ "sku": sku, "qty": 1 }],
+    })
+}
+
+/// Posts `key`'s order of one `sku`: its id and whether it was a replay,
+/// when created or replayed; `None` for no answer or a 5xx (a client error
+/// for a well-formed order fails the test).
+pub async fn post_order(client: &reqwest::Client, url: &str, key: &str, sku: &str) -> Option<(String, bool)> {
+    let response = client
+        .post(format!("{url}/orders"))
+        .header("idempotency-key", key)
+        .json(&order_json(key, sku))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let body: serde_json::Value = response.json().await.ok()?;
+    match status {
+        reqwest::StatusCode::CREATED | reqwest::StatusCode::OK => Some((body["id"].as_str()?.to_owned(), replayed)),
+        other => {
+            assert!(other.is_server_error(), "a client error for a well-formed order: {other} {body}");
+            None
+        }
+    }
 }
 
 fn config_with(database_url: &str, extra: &str) -> Config {
