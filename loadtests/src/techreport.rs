@@ -41,8 +41,8 @@ const LIMITATIONS: [&str; 5] = [
      on the same cores: absolute rates move from run to run (see `docs/performance.md` on comparing within one run).",
     "The default database is SQLite, with one writer: the order path's throughput is bounded by its write lock, and a \
      canary that holds the lock longer slows the stable version too.",
-    "Replicas share PostgreSQL and the outbox, but a deploy reaches only the replica that took it until the others \
-     restart (the replica issue is open); no load test runs several replicas yet.",
+    "These scenarios load one host. Several replicas behind HAProxy are measured by `just loadtest scale` and \
+     `just bench-cluster` (`docs/performance.md`, \"Replicas\"), not here.",
     "Crash results (a worker that dies holding its claims, a restart mid-rollout) come from the integration tests \
      (`host/tests/delivery.rs`, `host/tests/rollout.rs`), not from these load tests.",
     "Delivery is at-least-once: a receipt lost after the provider accepted a message means a duplicate, which the \
