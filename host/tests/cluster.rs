@@ -16,8 +16,8 @@
 //!   announced is still caught by the periodic reconcile.
 //! - A canary deployed through one replica serves on all three at its
 //!   share; its controller judges what every replica's versions did (here
-//!   only the other two get traffic) and promotes it everywhere; a canary
-//!   whose controller dies is ended by the others.
+//!   only the other two get traffic) and promotes it everywhere; when its
+//!   controller dies, another replica takes the rollout over and finishes it.
 //! - A deployed version a replica cannot serve (its stored bytes do not
 //!   hash to it): it keeps the old one, and says so.
 //! - A replica whose config names other components refuses to start.
@@ -874,9 +874,8 @@ async fn a_canary_serves_and_is_judged_on_every_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_whose_controller_dies_is_ended_by_the_others() {
+async fn a_canary_whose_controller_dies_is_taken_over_and_finished() {
     let Some(mut fleet) = Fleet::start(2, 60_000, 1_000).await else { return };
-    let stable = version_of(&reqwest::Client::new(), &fleet.replicas[1].url()).await.unwrap();
     let response = reqwest::Client::new()
         .put(format!("{}/admin/components/hello?canary=50", fleet.replicas[0].url()))
         .bearer_auth(ADMIN_TOKEN)
@@ -891,21 +890,41 @@ async fn a_canary_whose_controller_dies_is_ended_by_the_others() {
         hello_served(&survivor).await.is_some_and(|(_, c)| c == json!([canary, 50]))
     })
     .await;
+    // The survivor refuses to start a second rollout of it meanwhile.
+    let refused = reqwest::Client::new()
+        .put(format!("{survivor}/admin/components/hello?canary=10"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(variant(&component_bytes("hello"), "second"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
     fleet.replicas[0].kill();
-    common::eventually("the orphaned canary ended", Duration::from_secs(30), || async {
-        hello_served(&survivor).await.is_some_and(|(version, c)| version == stable && c.is_null())
-    })
-    .await;
-    let seen = load(std::slice::from_ref(&survivor), 20).await;
-    assert_eq!(seen.keys().collect::<Vec<_>>(), [&stable], "{seen:?}");
+    // Its lock went with its session: the survivor takes the rollout over
+    // and, judging its own traffic, promotes the canary.
+    let started = Instant::now();
+    loop {
+        let (_, body) = admin(reqwest::Method::GET, &format!("{survivor}/admin/components/hello/rollout")).await;
+        let state = body["rollout"]["state"].clone();
+        if state == "promoted" {
+            break;
+        }
+        assert!(state.is_null() || state == "canary", "the rollout ended otherwise: {body}");
+        assert!(started.elapsed() < Duration::from_secs(60), "no takeover and promotion: {body}");
+        load(std::slice::from_ref(&survivor), 5).await;
+    }
+    let seen = load(std::slice::from_ref(&survivor), 10).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&canary], "{seen:?}");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&fleet.database_url).await.unwrap();
-    let reason: String = sqlx::query_scalar(
-        "SELECT reason FROM audit_log WHERE action = 'rollout' AND result = 'abort' ORDER BY seq DESC LIMIT 1",
+    let taken: Vec<(String, String)> = sqlx::query_as(
+        "SELECT result, reason FROM audit_log WHERE action = 'rollout' AND component = 'hello' ORDER BY seq",
     )
-    .fetch_one(&pool)
+    .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(reason.starts_with("controller_gone: replica replica-1"), "{reason}");
+    let adopted = taken.iter().position(|(result, _)| result == "adopt").expect("a takeover in the audit log");
+    assert!(taken[adopted].1.starts_with("controller_gone: replica replica-1 stopped"), "{taken:?}");
+    assert!(taken[adopted..].iter().any(|(result, _)| result == "promote"), "{taken:?}");
     pool.close().await;
     fleet.stop().await;
 }

@@ -26,5 +26,8 @@ CREATE TABLE canaries (
     digest     TEXT NOT NULL,
     weight     BIGINT NOT NULL,
     controller TEXT NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    -- JSON: where the rollout stands (step, share, figures before it), so
+    -- another replica can take it over when its controller dies.
+    rollout    TEXT NOT NULL
 );

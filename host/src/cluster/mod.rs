@@ -181,9 +181,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Ends the canaries whose controller stopped heart-beating: nobody
-    /// judges them any more, so the stable version serves everything. The
-    /// end is audited as an abort.
+    /// Ends the canaries whose controller stopped heart-beating and that no
+    /// other replica took over (their rows unchanged for twice
+    /// `gone_after_ms`): nobody judges them, so the stable version serves
+    /// everything. The end is audited as an abort.
     async fn end_orphaned_canaries(&self) -> Result<(), DbError> {
         let canaries = self.db.canaries().await?;
         if canaries.iter().all(|c| c.controller == self.id) {
@@ -192,13 +193,14 @@ impl Cluster {
         let view = self.view().await?;
         for canary in canaries.iter().filter(|c| c.controller != self.id) {
             let live = view.replicas.iter().any(|m| m.id == canary.controller && m.state == Liveness::Live);
-            if live {
+            let grace = i64::try_from(self.settings.gone_after_ms).unwrap_or(i64::MAX).saturating_mul(2);
+            if live || self.clock.now_millis().saturating_sub(canary.updated_at) < grace {
                 continue;
             }
             tracing::warn!(
                 component = canary.component,
                 controller = canary.controller,
-                "the replica judging this canary stopped heart-beating; the stable version serves"
+                "the replica judging this canary stopped heart-beating and nobody took it over; the stable version serves"
             );
             self.db.clear_canary(&canary.component).await?;
             let entry = AuditEntry {

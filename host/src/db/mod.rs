@@ -10,6 +10,7 @@ mod unit_of_work;
 
 pub mod audit;
 pub mod deployments;
+pub mod locks;
 pub mod outbox;
 pub mod replicas;
 

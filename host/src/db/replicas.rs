@@ -41,6 +41,8 @@ pub struct CanaryRow {
     /// The replica whose controller runs the rollout.
     pub controller: String,
     pub updated_at: i64,
+    /// Where the rollout stands, as its controller last wrote it (JSON).
+    pub rollout: String,
 }
 
 impl Database {
@@ -123,15 +125,17 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO canaries (component, digest, weight, controller, updated_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO canaries (component, digest, weight, controller, updated_at, rollout) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (component) DO UPDATE SET digest = excluded.digest, weight = excluded.weight, \
-             controller = excluded.controller, updated_at = excluded.updated_at",
+             controller = excluded.controller, updated_at = excluded.updated_at, rollout = excluded.rollout",
         )
         .bind(&row.component)
         .bind(&row.digest)
         .bind(row.weight)
         .bind(&row.controller)
         .bind(row.updated_at)
+        .bind(&row.rollout)
         .execute(&mut *tx)
         .await?;
         self.notify_deployments(&mut tx, &row.component).await?;
@@ -164,9 +168,37 @@ impl Database {
         Ok(())
     }
 
+    /// Records where `component`'s rollout stands.
+    pub async fn save_rollout(&self, component: &str, rollout: &str) -> Result<(), DbError> {
+        let _gate = self.write_permit().await?;
+        sqlx::query("UPDATE canaries SET rollout = $1, updated_at = $2 WHERE component = $3")
+            .bind(rollout)
+            .bind(self.now_millis())
+            .bind(component)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Makes `controller` the controller of `component`'s canary, if
+    /// `previous` still is; false when another replica was quicker.
+    pub async fn adopt_canary(&self, component: &str, previous: &str, controller: &str) -> Result<bool, DbError> {
+        let _gate = self.write_permit().await?;
+        let done = sqlx::query(
+            "UPDATE canaries SET controller = $1, updated_at = $2 WHERE component = $3 AND controller = $4",
+        )
+        .bind(controller)
+        .bind(self.now_millis())
+        .bind(component)
+        .bind(previous)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Every canary, by component.
     pub async fn canaries(&self) -> Result<Vec<CanaryRow>, DbError> {
-        let rows = sqlx::query_as("SELECT component, digest, weight, controller, updated_at FROM canaries")
+        let rows = sqlx::query_as("SELECT component, digest, weight, controller, updated_at, rollout FROM canaries")
             .fetch_all(self.pool())
             .await?;
         Ok(rows)

@@ -30,13 +30,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
 use crate::config::{Config, RolloutConfig};
 use crate::db::Database;
 use crate::db::audit::AuditEntry;
-use crate::runtime::{DeployError, DeployReport, Figures, Runtime, SharedFigures, VersionFigures};
+use crate::db::locks::RolloutLocks;
+use crate::runtime::{DeployError, DeployReport, Figures, FiguresWire, Runtime, SharedFigures, VersionFigures};
 use crate::telemetry::metrics::{Metrics, ROLLOUT_DECISIONS, ROLLOUT_WEIGHT};
 use judge::{Verdict, harms_stable, judge};
 
@@ -111,6 +112,21 @@ pub enum RolloutError {
     Running { component: String, status: Box<RolloutStatus> },
     #[error("no rollout of {0} is running")]
     NotRunning(String),
+    #[error("another replica's controller runs the rollout of {0}; ask it, or the cluster")]
+    Elsewhere(String),
+}
+
+/// Where a canary rollout stands, kept in its `canaries` row so another
+/// replica can take it over. The step in progress starts again there.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    version: String,
+    stable: String,
+    weight: u8,
+    steps: Vec<u8>,
+    step: usize,
+    extensions: u32,
+    stable_before: FiguresWire,
 }
 
 struct Rollout {
@@ -142,6 +158,8 @@ pub struct Rollouts {
     /// count: the figures of every live replica's versions are judged.
     replica: String,
     gone_after_ms: i64,
+    /// The cluster-wide locks of the canary rollouts judged here.
+    locks: RolloutLocks,
 }
 
 impl Rollouts {
@@ -156,6 +174,7 @@ impl Rollouts {
             clock,
             metrics,
             configs,
+            locks: RolloutLocks::new(&config.database.url, &replica),
             replica,
             gone_after_ms: i64::try_from(config.cluster.gone_after_ms).unwrap_or(i64::MAX),
             rollouts: tokio::sync::Mutex::new(HashMap::new()),
@@ -180,13 +199,25 @@ impl Rollouts {
                     status: Box::new(running.status.clone()),
                 });
             }
-            let report = self.runtime.deploy_canary(name, bytes, actor, weight, &self.replica).await?;
+            // One controller per rollout in the whole cluster: whoever
+            // holds the component's lock.
+            if !self.locks.try_lock(name).await.map_err(DeployError::Storage)? {
+                return Err(RolloutError::Elsewhere(name.to_owned()));
+            }
+            let report = match self.runtime.deploy_canary(name, bytes, actor, weight, &self.replica).await {
+                Ok(report) => report,
+                Err(err) => {
+                    self.locks.unlock(name).await;
+                    return Err(err.into());
+                }
+            };
             let config = self.config(name);
             let steps: Vec<u8> =
                 std::iter::once(weight).chain(config.steps.iter().copied().filter(|s| *s > weight)).collect();
             let stable = report.previous.clone().unwrap_or_default();
             let rollout = self.begin(name, State::Canary, &report.version, &stable, weight, steps, config).await;
             self.weights(name, &rollout.status);
+            self.save(name, &rollout).await;
             rollouts.insert(name.to_owned(), rollout);
             return Ok(report);
         }
@@ -259,6 +290,7 @@ impl Rollouts {
     pub async fn tick(&self) {
         let now = self.clock.now_millis();
         let mut rollouts = self.rollouts.lock().await;
+        self.take_over(&mut rollouts, now).await;
         for (name, rollout) in rollouts.iter_mut().filter(|(_, r)| r.status.state.running()) {
             let Some((stable, candidate)) = self.windows(name, rollout).await else {
                 self.decide(name, rollout, State::Aborted, "abort", "superseded", CONTROLLER).await;
@@ -305,6 +337,7 @@ impl Rollouts {
                 (_, _) if rollout.extensions < rollout.config.max_extensions => {
                     rollout.extensions += 1;
                     rollout.step_started_at = now;
+                    self.save(name, rollout).await;
                     tracing::info!(
                         component = name,
                         step = rollout.status.step,
@@ -323,6 +356,85 @@ impl Rollouts {
         }
     }
 
+    /// Gives up the rollouts whose lock another replica holds now, and takes
+    /// over each canary whose controller's lock is free (it died): the
+    /// canary's share stays, its current step starts again here, and the
+    /// audit log records the takeover.
+    async fn take_over(&self, rollouts: &mut HashMap<String, Rollout>, now: i64) {
+        for name in self.locks.lost().await {
+            tracing::warn!(component = name, "another replica controls this rollout now; no longer judging it here");
+            rollouts.remove(&name);
+        }
+        let Ok(canaries) = self.db.canaries().await else { return };
+        for row in canaries.into_iter().filter(|row| row.controller != self.replica) {
+            let name = row.component.as_str();
+            let Ok(record) = serde_json::from_str::<Record>(&row.rollout) else { continue };
+            // Only once this replica serves that canary (its reconcile
+            // added it), or the takeover would judge nothing.
+            let serves = self.runtime.figures(name).and_then(|f| f.canary).is_some_and(|c| c.0 == record.version);
+            if !serves || !matches!(self.locks.try_lock(name).await, Ok(true)) {
+                continue;
+            }
+            if !self.db.adopt_canary(name, &row.controller, &self.replica).await.unwrap_or(false) {
+                self.locks.unlock(name).await;
+                continue;
+            }
+            let config = self.config(name);
+            let figures = self.figures(name).await;
+            let (baseline, start) = match figures {
+                Some(f) => (f.stable.1, f.canary.map(|c| c.1).unwrap_or_default()),
+                None => Default::default(),
+            };
+            let status = RolloutStatus {
+                state: State::Canary,
+                version: record.version.clone(),
+                stable: record.stable.clone(),
+                weight: record.weight,
+                steps: record.steps.clone(),
+                step: record.step,
+                figures: StepFigures { stable: String::new(), canary: String::new() },
+                last_decision: None,
+            };
+            let rollout = Rollout {
+                status,
+                baseline,
+                start,
+                stable_before: Figures::from_wire(&record.stable_before).unwrap_or_default(),
+                step_started_at: now,
+                extensions: record.extensions,
+                config,
+            };
+            let detail = format!(
+                "controller_gone: replica {} stopped; step {} ({} %) starts again on replica {}",
+                row.controller, record.step, record.weight, self.replica
+            );
+            tracing::warn!(component = name, version = record.version, detail, "rollout taken over");
+            self.audit(name, Some(record.version.clone()), "adopt", detail, CONTROLLER).await;
+            self.weights(name, &rollout.status);
+            rollouts.insert(name.to_owned(), rollout);
+        }
+    }
+
+    /// Records where a canary rollout stands, for a takeover.
+    async fn save(&self, name: &str, rollout: &Rollout) {
+        if rollout.status.state != State::Canary {
+            return;
+        }
+        let record = Record {
+            version: rollout.status.version.clone(),
+            stable: rollout.status.stable.clone(),
+            weight: rollout.status.weight,
+            steps: rollout.status.steps.clone(),
+            step: rollout.status.step,
+            extensions: rollout.extensions,
+            stable_before: rollout.stable_before.to_wire(),
+        };
+        let Ok(text) = serde_json::to_string(&record) else { return };
+        if let Err(err) = self.db.save_rollout(name, &text).await {
+            tracing::warn!(component = name, error = %err, "cannot record where the rollout stands");
+        }
+    }
+
     /// Ticks every [`TICK`] until the task is aborted.
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let rollouts = self.clone();
@@ -338,7 +450,19 @@ impl Rollouts {
     /// Audits the abort of rollouts a previous run left unfinished: their
     /// canaries were never recorded as deployed, so the stable versions
     /// serve.
+    ///
+    /// A canary another live replica controls (it holds the lock) is
+    /// that replica's, and not cut off; one nobody controls is ended here.
     pub async fn recover(&self) -> anyhow::Result<()> {
+        let mut elsewhere = std::collections::HashSet::new();
+        for canary in self.db.canaries().await? {
+            if self.locks.try_lock(&canary.component).await? {
+                self.db.clear_canary(&canary.component).await?;
+                self.locks.unlock(&canary.component).await;
+            } else {
+                elsewhere.insert(canary.component);
+            }
+        }
         let rows = self.db.audit_rows().await?;
         let mut last: HashMap<String, &AuditEntry> = HashMap::new();
         for row in rows.iter().filter(|row| matches!(row.entry.action.as_str(), "canary" | "rollout")) {
@@ -346,9 +470,9 @@ impl Rollouts {
                 last.insert(component.clone(), &row.entry);
             }
         }
-        for (component, entry) in last {
+        for (component, entry) in last.into_iter().filter(|(component, _)| !elsewhere.contains(component)) {
             let started = entry.action == "canary" && entry.result == "accepted";
-            if started || (entry.action == "rollout" && entry.result == "advance") {
+            if started || (entry.action == "rollout" && matches!(entry.result.as_str(), "advance" | "adopt")) {
                 tracing::warn!(
                     component,
                     version = entry.version,
@@ -478,6 +602,7 @@ impl Rollouts {
             rollout.baseline = figures.stable.1;
             rollout.start = figures.canary.map(|c| c.1).unwrap_or_default();
         }
+        self.save(name, rollout).await;
         self.weights(name, &rollout.status);
     }
 
@@ -506,7 +631,11 @@ impl Rollouts {
                 format!("step {} ({} %): {}", rollout.status.step, rollout.status.weight, rollout.status.figures.canary)
             }
         };
+        let was_canary = rollout.status.state == State::Canary;
         rollout.status.state = state;
+        if was_canary && !state.running() {
+            self.locks.unlock(name).await;
+        }
         if !state.running() {
             rollout.status.weight = if state == State::Promoted { 100 } else { 0 };
         }

@@ -393,6 +393,7 @@ impl Runtime {
                 weight: i64::from(weight),
                 controller: controller.to_owned(),
                 updated_at: self.db.now_millis(),
+                rollout: "{}".to_owned(),
             };
             self.db.put_canary(&row, &bytes).await?;
             self.registry.set_canary(name, Canary { deployed: Arc::new(deployed), weight, bytes });

@@ -45,7 +45,7 @@ use crate::telemetry::metrics::Metrics;
 pub use admit::Rejection;
 pub use connector::{Delivery, DeliveryAttempt, Envelope};
 pub use deploy::{ComponentDetails, DeployError, DeployReport, Divergence, Reconciled, SharedFigures, VersionFigures};
-pub use figures::{Figures, VersionStats};
+pub use figures::{Figures, FiguresWire, VersionStats};
 pub use handler::{HandlerRequest, HandlerResponse, Invocation};
 pub use invoke::{IDEMPOTENCY_KEY, INVOCATION_TARGET, InvokeError};
 pub use outcome::{Outcome, OutcomeRecord};

@@ -286,7 +286,9 @@ fn rollout_error(err: RolloutError) -> AppError {
         RolloutError::Running { ref status, .. } => {
             AppError::RolloutConflict { message: err.to_string(), rollout: Some(json!(status)) }
         }
-        RolloutError::NotRunning(_) => AppError::RolloutConflict { message: err.to_string(), rollout: None },
+        RolloutError::NotRunning(_) | RolloutError::Elsewhere(_) => {
+            AppError::RolloutConflict { message: err.to_string(), rollout: None }
+        }
     }
 }
 
