@@ -232,7 +232,7 @@ async fn check(args: ConfigArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot load the app of {}", args.config.display()))?;
     for component in state.runtime.registry().list() {
-        println!("ok  {}  {}", component.name, component.version);
+        println!("ok  {}  {}  {}", component.name, component.version, component.export);
     }
     println!("{}: {} components, {} routes", args.config.display(), config.components.len(), config.routes.len());
     Ok(())

@@ -71,7 +71,15 @@ async fn counters_match_a_known_sequence() {
     assert_eq!(value(&samples, "component_invocation_duration_seconds_count", &[("component", "trap")]), Some(2.0));
     assert!(value(&samples, "component_memory_peak_bytes", &[("component", "order-handler")]).unwrap() > 0.0);
     assert_eq!(
-        value(&samples, "component_version_info", &[("component", "hello"), ("version", &version_of(&host, "hello"))]),
+        value(
+            &samples,
+            "component_version_info",
+            &[
+                ("component", "hello"),
+                ("version", &version_of(&host, "hello")),
+                ("export", "switchyard:platform/handler")
+            ]
+        ),
         Some(1.0)
     );
 

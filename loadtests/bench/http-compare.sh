@@ -6,6 +6,8 @@
 #   (d) `wasmtime serve` on the same hello-http, when `wasmtime` is on PATH,
 #   (e) (b) and (d) with instance reuse, each keeping an instance for up to
 #       128 requests ([components.NAME.reuse] and --max-instance-reuse-count),
+#   (f) (b), (d) and (e) on hello-http-p3, the same hello as a wasi:http@0.3
+#       component (an async `handler` export writing its body from a task),
 # plus (b) with fuel metering off, metrics off and per-request logs off
 # (RUST_LOG=warn), and (b) with one dashboard open (a client reading
 # /admin/stats/stream throughout), all in one run with
@@ -35,9 +37,10 @@ source loadtests/bench/lib.sh
 switchyard="$CARGO_TARGET_DIR/release/switchyard"
 hello_axum="$CARGO_TARGET_DIR/release/hello-axum"
 hello_http="$PWD/components/build/hello-http.wasm"
+hello_http_p3="$PWD/components/build/hello-http-p3.wasm"
 hello_typed="$PWD/components/build/hello.wasm"
 command -v wrk >/dev/null || { echo "bench needs wrk (Debian package wrk)" >&2; exit 1; }
-for f in "$switchyard" "$hello_axum" "$hello_http" "$hello_typed"; do
+for f in "$switchyard" "$hello_axum" "$hello_http" "$hello_http_p3" "$hello_typed"; do
     [ -e "$f" ] || { echo "missing $f: run 'just bench', which builds it" >&2; exit 1; }
 done
 
@@ -57,6 +60,7 @@ trap cleanup EXIT
 
 variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics switchyard-http-nolog)
 variants+=(switchyard-http-invocations switchyard-http-dashboard switchyard-http-reuse)
+variants+=(switchyard-p3 switchyard-p3-reuse)
 baseline="${BENCH_BASELINE:-}"
 if [ -n "$baseline" ]; then
     [ -x "$baseline" ] || { echo "BENCH_BASELINE=$baseline is not an executable" >&2; exit 1; }
@@ -68,7 +72,7 @@ fi
 wasmtime_version=""
 if command -v wasmtime >/dev/null; then
     wasmtime_version=$(wasmtime --version)
-    variants+=(wasmtime-serve wasmtime-serve-reuse)
+    variants+=(wasmtime-serve wasmtime-serve-reuse wasmtime-serve-p3 wasmtime-serve-p3-reuse)
 else
     echo "no wasmtime on PATH: skipping 'wasmtime serve'" \
         "(install it with: cargo install wasmtime-cli --version 48.0.8 --locked)" >&2
@@ -77,6 +81,11 @@ fi
 
 # Requests one instance serves in the reuse variants, on both hosts.
 reuse_count=128
+
+# The wasi:http component a variant serves: the 0.3 fixture for *-p3*.
+http_component() { # $1 = variant
+    case "$1" in *-p3*) echo "$hello_http_p3" ;; *) echo "$hello_http" ;; esac
+}
 
 # Writes a host config for hello-http (or hello) for the given variant.
 switchyard_config() { # $1 = port, $2 = variant
@@ -97,7 +106,7 @@ fuel_metering = $fuel
 [metrics]
 enabled = $metrics
 [components.hello-http]
-path = "$hello_http"
+path = "$(http_component "$2")"
 world = "wasi-http"
 $reuse
 [components.hello]
@@ -119,10 +128,10 @@ start() { # $1 = variant, $2 = port
         axum)
             "$hello_axum" --listen "127.0.0.1:$2" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
-        wasmtime-serve | wasmtime-serve-reuse)
+        wasmtime-serve*)
             local reuse=()
-            [ "$1" = wasmtime-serve-reuse ] && reuse=(--max-instance-reuse-count "$reuse_count")
-            wasmtime serve -S cli "${reuse[@]}" --addr "127.0.0.1:$2" "$hello_http" >/dev/null 2>&1 &
+            case "$1" in *-reuse) reuse=(--max-instance-reuse-count "$reuse_count") ;; esac
+            wasmtime serve -S cli "${reuse[@]}" --addr "127.0.0.1:$2" "$(http_component "$1")" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
         switchyard-* | baseline-*)
             switchyard_config "$2" "$1" > "$work/$1.toml"
@@ -230,6 +239,10 @@ labels = {
     "wasmtime-serve": "(d) wasmtime serve, hello-http",
     "switchyard-http-reuse": "(e) Switchyard, hello-http, instances reused",
     "wasmtime-serve-reuse": "(e′) wasmtime serve, hello-http, instances reused",
+    "switchyard-p3": "(f) Switchyard, hello-http-p3 (wasi:http@0.3)",
+    "wasmtime-serve-p3": "(f′) wasmtime serve, hello-http-p3",
+    "switchyard-p3-reuse": "(f) Switchyard, hello-http-p3, instances reused",
+    "wasmtime-serve-p3-reuse": "(f′) wasmtime serve, hello-http-p3, instances reused",
     "switchyard-http-nofuel": "(b) with fuel metering off",
     "switchyard-http-nometrics": "(b) with metrics off",
     "switchyard-http-nolog": "(b) with logs off (RUST_LOG=warn)",
@@ -247,7 +260,7 @@ print(f"wrk, {threads} thread, {connections} connections, {duration} per run, me
 if wasmtime_version: print(f"`{wasmtime_version}`.")
 print()
 # Each row is compared with wasmtime serve under the same reuse settings.
-peer = {n: "wasmtime-serve-reuse" if n.endswith("-reuse") else "wasmtime-serve" for n in labels}
+peer = {n: ("wasmtime-serve-p3" if "-p3" in n else "wasmtime-serve") + ("-reuse" if n.endswith("-reuse") else "") for n in labels}
 print("| server | req/s | p50 | p99 | vs (a) | vs wasmtime serve, same reuse | server CPU per request | errors | runs (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for n in labels:
@@ -259,6 +272,8 @@ print()
 for ours, theirs, what, vs_peer, vs_axum in (
     ("switchyard-http", "wasmtime-serve", "hello-http, a fresh instance per request", 2.5, 0.3),
     ("switchyard-http-reuse", "wasmtime-serve-reuse", f"hello-http, instances reused ({reuse_count} requests each)", 1.5, 0.5),
+    ("switchyard-p3", "wasmtime-serve-p3", "hello-http-p3, a fresh instance per request", 2.5, 0.3),
+    ("switchyard-p3-reuse", "wasmtime-serve-p3-reuse", f"hello-http-p3, instances reused ({reuse_count} requests each)", 1.5, 0.5),
 ):
     b = med.get(ours)
     if not b: continue

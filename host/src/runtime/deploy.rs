@@ -18,7 +18,7 @@ use crate::db::DbError;
 use crate::db::audit::AuditEntry;
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::replicas::CanaryRow;
-use crate::telemetry::metrics::{DEPLOYMENTS, ROLLOUT_WEIGHT, VERSION_INFO};
+use crate::telemetry::metrics::{DEPLOYMENTS, ROLLOUT_WEIGHT};
 
 /// What an accepted deploy or rollback did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -105,6 +105,8 @@ pub struct Reconciled {
 pub struct ComponentDetails {
     pub name: String,
     pub world: &'static str,
+    /// The export it is called through; for `wasi:http`, which version.
+    pub export: &'static str,
     pub version: String,
     pub digest: String,
     pub deployed_at: Option<i64>,
@@ -218,13 +220,14 @@ impl Runtime {
             previous_figures: None,
         };
         let digest = deployed.digest.clone();
+        let export = deployed.pre.export();
         let previous = self.registry.get(name);
         self.registry.insert(deployed);
         if let Some(previous) = previous.as_ref().filter(|p| p.digest != digest) {
-            self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &previous.version)]).set(0.0);
+            self.metrics.version_info(name, &previous.version, previous.pre.export(), false);
             self.metrics.gauge(ROLLOUT_WEIGHT, &[("component", name), ("version", &previous.version)]).set(0.0);
         }
-        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &report.version)]).set(1.0);
+        self.metrics.version_info(name, &report.version, export, true);
         self.metrics.sole_version(name, &report.version);
         let report = DeployReport {
             previous_figures: previous.as_ref().map(|p| p.stats.snapshot()),
@@ -435,8 +438,8 @@ impl Runtime {
         self.db.record_deployment(&deployment, self.keep_versions, None).await?;
         self.registry.set_stable(deployed.clone());
         let old = &serving.stable;
-        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &old.version)]).set(0.0);
-        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &deployed.version)]).set(1.0);
+        self.metrics.version_info(name, &old.version, old.pre.export(), false);
+        self.metrics.version_info(name, &deployed.version, deployed.pre.export(), true);
         tracing::info!(
             component = name,
             version = &*deployed.version,
@@ -464,7 +467,7 @@ impl Runtime {
         self.registry.drop_canary(name);
         let version = canary.deployed.version.to_string();
         self.db.clear_canary(name).await?;
-        self.metrics.gauge(VERSION_INFO, &[("component", name), ("version", &version)]).set(0.0);
+        self.metrics.version_info(name, &version, canary.deployed.pre.export(), false);
         Ok(version)
     }
 
@@ -524,6 +527,7 @@ impl Runtime {
         Ok(Some(ComponentDetails {
             name: name.to_owned(),
             world: active.pre.world().as_str(),
+            export: active.pre.export(),
             version: active.version.to_string(),
             digest: active.digest.clone(),
             deployed_at: current.map(|row| row.deployed_at),

@@ -57,6 +57,8 @@ pub fn config(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Conf
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // `stream`, `future` and async exports: `wasi:http@0.3` components.
+        .wasm_component_model_async(true)
         .consume_fuel(fuel_metering)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

@@ -1,7 +1,14 @@
-//! The `wasi:http/proxy` world's call path: a standard HTTP component gets
-//! the request with its body streaming in, and its response streams out
-//! while it runs, with the same admission, breaker, limits and metering as
-//! a handler.
+//! The `wasi:http` call path: a standard HTTP component gets the request
+//! with its body streaming in, and its response streams out while it runs,
+//! with the same admission, breaker, limits and metering as a handler.
+//!
+//! Both versions of the interface take this path. A 0.2 component exports
+//! `wasi:http/incoming-handler` and sets its response through an outparam;
+//! a 0.3 component exports `wasi:http/handler`, an async function that
+//! returns its response and may go on writing its body (or doing anything
+//! else) in tasks of its own afterwards. Its call runs in the store's
+//! concurrent event loop until every task of the guest has ended; the
+//! deadline, fuel and memory limit cover all of it.
 //!
 //! A guest that is still running when its response goes out moves to a task
 //! of its own. If the client goes away before the body is done, the body is
@@ -15,17 +22,20 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures::future::Either;
 use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::Resource;
-use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::Runtime;
 use super::admit::Rejection;
@@ -33,7 +43,7 @@ use super::invoke::Sandbox;
 use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
 use super::registry::{Deployed, Prepared};
-use super::reuse::{Checkout, Lease, Retired, Warm};
+use super::reuse::{Checkout, HttpInstance, Lease, Retired, Warm};
 use super::state::InvocationState;
 use crate::config::World;
 
@@ -75,10 +85,25 @@ pub struct ProxyBodyError(String);
 /// A component's response body. Dropped before its end (the client went
 /// away), it stops the guest that is still writing it.
 pub struct ProxyBody {
-    inner: HyperOutgoingBody,
+    inner: GuestBody,
     /// Tells the guest's task that the body was dropped early; `None` once
     /// the body has ended, or when the guest had already returned.
     client_gone: Option<oneshot::Sender<()>>,
+}
+
+/// The body a guest writes, as each version of `wasi:http` hands it over.
+pub(crate) enum GuestBody {
+    P2(HyperOutgoingBody),
+    P3(WasiBody),
+}
+
+impl GuestBody {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            GuestBody::P2(body) => body.is_end_stream(),
+            GuestBody::P3(body) => body.is_end_stream(),
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -86,12 +111,18 @@ impl Body for ProxyBody {
     type Error = ProxyBodyError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        fn failed(err: impl std::fmt::Display) -> ProxyBodyError {
+            ProxyBodyError(err.to_string())
+        }
+        let polled = match &mut self.inner {
+            GuestBody::P2(body) => Pin::new(body).poll_frame(cx).map(|f| f.map(|f| f.map_err(failed))),
+            GuestBody::P3(body) => Pin::new(body).poll_frame(cx).map(|f| f.map(|f| f.map_err(failed))),
+        };
         if let Poll::Ready(None) = polled {
             // Ended: dropping the sender unsent tells the guest all is well.
             self.client_gone = None;
         }
-        polled.map(|frame| frame.map(|frame| frame.map_err(|err| ProxyBodyError(err.to_string()))))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -99,7 +130,10 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            GuestBody::P2(body) => body.size_hint(),
+            GuestBody::P3(body) => body.size_hint(),
+        }
     }
 }
 
@@ -113,24 +147,87 @@ impl Drop for ProxyBody {
     }
 }
 
-/// What the proxy export is called with: the request and the outparam its
+/// The guest's response, headers set and body to come, sent from inside
+/// its call as soon as it has one.
+type Answer = hyper::Response<GuestBody>;
+
+/// What the 0.2 export is called with: the request and the outparam its
 /// response goes to, already in the store's table (or why they are not).
 pub(crate) type ProxyCall = wasmtime::Result<(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>)>;
 
 /// Called with the request, on a kept instance when there is one (else it
 /// instantiates); returns the instance, for reuse.
 impl Call for ProxyPre<InvocationState> {
-    type Input = (ProxyCall, Option<Proxy>);
-    type Output = Proxy;
+    type Input = (ProxyCall, Option<HttpInstance>);
+    type Output = HttpInstance;
 
-    async fn call(&self, store: &mut Store<InvocationState>, (call, kept): Self::Input) -> wasmtime::Result<Proxy> {
+    async fn call(
+        &self,
+        store: &mut Store<InvocationState>,
+        (call, kept): Self::Input,
+    ) -> wasmtime::Result<HttpInstance> {
         let (request, outparam) = call?;
         let proxy = match kept {
-            Some(proxy) => proxy,
-            None => self.instantiate_async(&mut *store).await?,
+            Some(HttpInstance::P2(proxy)) => proxy,
+            _ => self.instantiate_async(&mut *store).await?,
         };
         proxy.wasi_http_incoming_handler().call_handle(&mut *store, request, outparam).await?;
-        Ok(proxy)
+        Ok(HttpInstance::P2(proxy))
+    }
+}
+
+/// What the 0.3 export is called with.
+pub(crate) struct ServiceCall {
+    request: hyper::Request<WasiBody>,
+    /// Where the response goes; dropped unsent when there is none.
+    answer: oneshot::Sender<Answer>,
+    /// Set to the response's status when it is sent.
+    status: Arc<AtomicU16>,
+}
+
+/// Calls `handle` in the store's event loop, sends the response it returns,
+/// then keeps the loop running until every task of the guest has ended: the
+/// body it goes on writing, and anything else it spawned.
+impl Call for ServicePre<InvocationState> {
+    type Input = (ServiceCall, Option<HttpInstance>);
+    type Output = HttpInstance;
+
+    async fn call(
+        &self,
+        store: &mut Store<InvocationState>,
+        (call, kept): Self::Input,
+    ) -> wasmtime::Result<HttpInstance> {
+        let service = match kept {
+            Some(HttpInstance::P3(service)) => service,
+            _ => self.instantiate_async(&mut *store).await?,
+        };
+        let ServiceCall { request, answer, status } = call;
+        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
+        let name = store.data().component.name.clone();
+        let request_id = store.data().request_id.clone();
+        store
+            .run_concurrent(async |accessor| -> wasmtime::Result<()> {
+                match service.handle(accessor, request).await? {
+                    Ok(response) => {
+                        let response = accessor.with(|mut store| response.into_http(&mut store, request_io))?;
+                        status.store(response.status().as_u16(), Ordering::Relaxed);
+                        // The caller may have gone; the guest need not know.
+                        let _ = answer.send(response.map(GuestBody::P3));
+                    }
+                    Err(code) => {
+                        tracing::warn!(
+                            component = &*name,
+                            request_id = &*request_id,
+                            error = ?code,
+                            "component answered with an error code"
+                        );
+                    }
+                }
+                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                Ok(())
+            })
+            .await??;
+        Ok(HttpInstance::P3(service))
     }
 }
 
@@ -143,11 +240,11 @@ impl Runtime {
         &self,
         deployed: &Deployed,
         request_id: &Arc<str>,
-    ) -> (Sandbox, Option<Proxy>, Option<Lease>) {
+    ) -> (Sandbox, Option<HttpInstance>, Option<Lease>) {
         let Some(pool) = &deployed.warm else { return (self.sandbox(deployed, request_id), None, None) };
         match pool.take(deployed.serial) {
-            Checkout::Warm(Warm { store, proxy, lease }) => {
-                (self.resumed_sandbox(deployed, request_id, store), Some(proxy), Some(lease))
+            Checkout::Warm(Warm { store, instance, lease }) => {
+                (self.resumed_sandbox(deployed, request_id, store), Some(instance), Some(lease))
             }
             Checkout::Fresh(lease) => {
                 let sandbox = self.sandbox(deployed, request_id).keeping_store(lease.is_some());
@@ -171,8 +268,9 @@ impl Runtime {
     {
         let key = request.headers().get(IDEMPOTENCY_KEY).and_then(|value| value.to_str().ok());
         let (deployed, canary) = self.lookup(component, key)?;
-        let Prepared::Proxy(pre) = &deployed.pre else { return Err(deployed.wrong_world(World::WasiHttp)) };
-        let pre = pre.clone();
+        if deployed.pre.world() != World::WasiHttp {
+            return Err(deployed.wrong_world(World::WasiHttp));
+        }
         let started = Instant::now();
         let admitted = match self.admit(&deployed, &request_id, started).await {
             Ok(admitted) => admitted,
@@ -181,23 +279,37 @@ impl Runtime {
         let (mut sandbox, kept, lease) = self.proxy_sandbox(&deployed, &request_id);
         // The status the guest answered with, for the outcome; 0 until set.
         let status = Arc::new(AtomicU16::new(0));
-        let (sender, mut receiver) = oneshot::channel();
-        let call = sandbox.store().and_then(|store| {
-            let mut http = store.data_mut().http();
-            let request = request.map(|body| body.map_err(|err| wasmtime_wasi_http::Error::from(err.into())));
-            let request = http.new_incoming_request(Scheme::Http, request)?;
-            let outparam = http.new_response_outparam_from_callback({
-                let status = status.clone();
-                move |response| {
-                    if let Ok(response) = &response {
-                        status.store(response.status().as_u16(), Ordering::Relaxed);
-                    }
-                    // The caller may have gone; the guest need not know.
-                    let _ = sender.send(response);
-                }
-            })?;
-            Ok((request, outparam))
-        });
+        let (sender, mut receiver) = oneshot::channel::<Answer>();
+        let request = request.map(|body| body.map_err(|err| wasmtime_wasi_http::Error::from(err.into())));
+        let run = match &deployed.pre {
+            Prepared::Service(pre) => {
+                let (pre, call) = (
+                    pre.clone(),
+                    ServiceCall { request: request.map(BodyExt::boxed_unsync), answer: sender, status: status.clone() },
+                );
+                Either::Left(async move { sandbox.execute(&pre, (call, kept)).await })
+            }
+            Prepared::Proxy(pre) => {
+                let pre = pre.clone();
+                let call = sandbox.store().and_then(|store| {
+                    let mut http = store.data_mut().http();
+                    let request = http.new_incoming_request(Scheme::Http, request)?;
+                    let outparam = http.new_response_outparam_from_callback({
+                        let status = status.clone();
+                        move |response| {
+                            if let Ok(response) = response {
+                                status.store(response.status().as_u16(), Ordering::Relaxed);
+                                // The caller may have gone; the guest need not know.
+                                let _ = sender.send(response.map(GuestBody::P2));
+                            }
+                        }
+                    })?;
+                    Ok((request, outparam))
+                });
+                Either::Right(async move { sandbox.execute(&pre, (call, kept)).await })
+            }
+            Prepared::Handler(_) | Prepared::Connector(_) => return Err(deployed.wrong_world(World::WasiHttp)),
+        };
         let (client_gone, gone) = oneshot::channel::<()>();
         // The guest runs in this task until it either returns or sets its
         // response and waits (on a full body pipe, a slow request body, a
@@ -210,7 +322,7 @@ impl Runtime {
             async move {
                 let name = &*deployed.context.name;
                 let execution = tokio::select! {
-                    execution = sandbox.execute(&pre, (call, kept)) => execution,
+                    execution = run => execution,
                     Ok(()) = gone => {
                         tracing::info!(component = name, request_id = &*request_id, "client went away; guest stopped");
                         if let Some(lease) = lease {
@@ -239,10 +351,10 @@ impl Runtime {
                 let _ = settle(execution.unit_of_work, false, name, &request_id).await;
                 // Kept only after a call that went well; else the lease, dropped
                 // here, retires the instance.
-                if let (Ok(proxy), Some(store), Some(lease), Some(pool)) =
+                if let (Ok(instance), Some(store), Some(lease), Some(pool)) =
                     (execution.result, execution.store, lease, &deployed.warm)
                 {
-                    pool.give_back(deployed.serial, &deployed.retired, Warm { store, proxy, lease });
+                    pool.give_back(deployed.serial, &deployed.retired, Warm { store, instance, lease });
                 }
                 admitted.settle(canary || !outcome.is_fault());
                 let status = (status != 0).then_some(status);
@@ -253,23 +365,29 @@ impl Runtime {
         tokio::select! {
             biased;
             record = &mut guest => match receiver.try_recv() {
-                Ok(Ok(response)) => {
-                    let response = response.map(|body| ProxyBody { inner: gather_written(body), client_gone: None });
+                Ok(response) => {
+                    let response = response.map(|body| {
+                        let inner = match body {
+                            GuestBody::P2(body) => GuestBody::P2(gather_written(body)),
+                            GuestBody::P3(body) => GuestBody::P3(gather_written(body)),
+                        };
+                        ProxyBody { inner, client_gone: None }
+                    });
                     Ok(ProxyReply::Streaming { response, version })
                 }
-                // No response (the guest failed first) or an error code:
-                // the guest's own record says which.
-                _ => Ok(ProxyReply::Finished { record, rejection: None }),
+                // No response (the guest failed first, or answered with
+                // an error code): the guest's own record says which.
+                Err(_) => Ok(ProxyReply::Finished { record, rejection: None }),
             },
             response = &mut receiver => match response {
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     // Inline, the guest ran in the request's span; moved
                     // to a task of its own, it takes the span along.
                     tokio::spawn(guest.in_current_span());
                     let response = response.map(|inner| ProxyBody { inner, client_gone: Some(client_gone) });
                     Ok(ProxyReply::Streaming { response, version })
                 }
-                Ok(Err(_)) | Err(_) => {
+                Err(_) => {
                     let record = guest.await;
                     Ok(ProxyReply::Finished { record, rejection: None })
                 }
@@ -283,7 +401,7 @@ impl Runtime {
 /// with a `Content-Length` instead of chunks. A body that still has to wait
 /// (a guest that handed it to a task of its own) or has trailers keeps
 /// streaming, starting with the frames already taken.
-fn gather_written(mut body: HyperOutgoingBody) -> HyperOutgoingBody {
+fn gather_written<E: Send + 'static>(mut body: UnsyncBoxBody<Bytes, E>) -> UnsyncBoxBody<Bytes, E> {
     use futures::StreamExt;
     use std::task::Waker;
 

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::compiled::CompiledCache;
 use super::engine::lower_priority;
@@ -147,15 +148,34 @@ pub(crate) fn share_bucket(key: Option<&str>) -> u8 {
 pub(crate) enum Prepared {
     Handler(HandlerPre<InvocationState>),
     Connector(ConnectorPre<InvocationState>),
+    /// A `wasi:http` component exporting `incoming-handler@0.2`.
     Proxy(ProxyPre<InvocationState>),
+    /// A `wasi:http` component exporting `handler@0.3`.
+    Service(ServicePre<InvocationState>),
 }
+
+/// The export a `wasi:http@0.2` component serves with.
+pub const HTTP_P2_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The export a `wasi:http@0.3` component serves with.
+pub const HTTP_P3_EXPORT: &str = "wasi:http/handler@0.3";
 
 impl Prepared {
     pub(crate) fn world(&self) -> World {
         match self {
             Prepared::Handler(_) => World::Handler,
             Prepared::Connector(_) => World::Connector,
-            Prepared::Proxy(_) => World::WasiHttp,
+            Prepared::Proxy(_) | Prepared::Service(_) => World::WasiHttp,
+        }
+    }
+
+    /// The export the component is called through: its world's, and for
+    /// `wasi:http` which version of the interface.
+    pub(crate) fn export(&self) -> &'static str {
+        match self {
+            Prepared::Handler(_) => "switchyard:platform/handler",
+            Prepared::Connector(_) => "switchyard:platform/connector",
+            Prepared::Proxy(_) => HTTP_P2_EXPORT,
+            Prepared::Service(_) => HTTP_P3_EXPORT,
         }
     }
 
@@ -164,7 +184,39 @@ impl Prepared {
             Prepared::Handler(pre) => pre.instance_pre(),
             Prepared::Connector(pre) => pre.instance_pre(),
             Prepared::Proxy(pre) => pre.instance_pre(),
+            Prepared::Service(pre) => pre.instance_pre(),
         }
+    }
+
+    /// Types `pre` by `world`; a `wasi:http` component by the version of
+    /// the handler it exports.
+    fn new(
+        world: World,
+        component: &Component,
+        pre: wasmtime::component::InstancePre<InvocationState>,
+    ) -> Result<Prepared, PrepareError> {
+        let wrong = |detail: String| PrepareError::WrongWorld { world: world.wit_name(), detail };
+        let typed = match world {
+            World::Handler => HandlerPre::new(pre).map(Prepared::Handler),
+            World::Connector => ConnectorPre::new(pre).map(Prepared::Connector),
+            World::WasiHttp => {
+                let engine = component.engine();
+                let exports: Vec<String> =
+                    component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
+                let exports_one = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
+                if exports_one(HTTP_P3_EXPORT) {
+                    ServicePre::new(pre).map(Prepared::Service)
+                } else if exports_one(HTTP_P2_EXPORT) {
+                    ProxyPre::new(pre).map(Prepared::Proxy)
+                } else {
+                    let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+                    return Err(wrong(format!(
+                        "it exports neither {HTTP_P2_EXPORT}.x nor {HTTP_P3_EXPORT}.x, but {exports}"
+                    )));
+                }
+            }
+        };
+        typed.map_err(|err| wrong(format!("{err:#}")))
     }
 }
 
@@ -173,6 +225,8 @@ impl Prepared {
 pub struct ComponentInfo {
     pub name: String,
     pub world: &'static str,
+    /// The export it is called through; for `wasi:http`, which version.
+    pub export: &'static str,
     pub version: String,
     pub digest: String,
     /// Invocations of the active version by outcome.
@@ -280,6 +334,7 @@ impl Registry {
             .map(|Serving { stable: d, canary }| ComponentInfo {
                 name: d.context.name.to_string(),
                 world: d.pre.world().as_str(),
+                export: d.pre.export(),
                 version: d.version.to_string(),
                 digest: d.digest.clone(),
                 invocations: d.invocations(),
@@ -397,12 +452,8 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
     let world = source.world;
     let pre = linker
         .instantiate_pre(&compiled)
-        .and_then(|pre| match world {
-            World::Handler => HandlerPre::new(pre).map(Prepared::Handler),
-            World::Connector => ConnectorPre::new(pre).map(Prepared::Connector),
-            World::WasiHttp => ProxyPre::new(pre).map(Prepared::Proxy),
-        })
-        .map_err(|err| PrepareError::WrongWorld { world: world.wit_name(), detail: format!("{err:#}") })?;
+        .map_err(|err| PrepareError::WrongWorld { world: world.wit_name(), detail: format!("{err:#}") })
+        .and_then(|pre| Prepared::new(world, &compiled, pre))?;
 
     let context = Arc::new(ComponentContext {
         name: Arc::from(source.name.as_str()),
@@ -414,7 +465,7 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
     let version: Arc<str> = Arc::from(&digest[..SHORT_VERSION_LEN]);
     let deployed = Deployed {
         context,
-        metrics: source.metrics.component(&source.name, &version),
+        metrics: source.metrics.component(&source.name, &version, pre.export()),
         version,
         digest,
         limits: source.limits,

@@ -23,14 +23,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
-use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p3::bindings::Service;
 
 use super::state::InvocationState;
 use crate::clock::SharedClock;
 use crate::config::ReuseConfig;
 use crate::telemetry::metrics::{INSTANCES_IDLE, INSTANCES_RETIRED, INSTANCES_STARTED, Metrics, RETIRE_REASONS};
+use metrics::{Counter, Gauge};
+use wasmtime::Store;
 
 /// Why an instance stopped serving; named by position in [`RETIRE_REASONS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +92,21 @@ struct Idle {
     instance: Warm,
 }
 
+/// An instance of a `wasi:http` component, bound to its export: kept
+/// between calls when the component reuses instances.
+pub(crate) enum HttpInstance {
+    /// Exports `wasi:http/incoming-handler@0.2`.
+    P2(Proxy),
+    /// Exports `wasi:http/handler@0.3`.
+    P3(Service),
+}
+
 /// An instance kept between calls: its store and its bound exports. The
 /// store is dropped before the lease, so the pool never counts fewer
 /// instances than exist.
 pub(crate) struct Warm {
     pub store: Store<InvocationState>,
-    pub proxy: Proxy,
+    pub instance: HttpInstance,
     pub lease: Lease,
 }
 
@@ -116,8 +126,8 @@ pub(crate) struct Lease {
 impl Warm {
     /// Retires the instance for `reason`, its store first.
     fn retire(self, reason: Retired) {
-        let Warm { store, proxy, lease } = self;
-        drop((store, proxy));
+        let Warm { store, instance, lease } = self;
+        drop((store, instance));
         lease.retire(reason);
     }
 }

@@ -213,8 +213,9 @@ impl Metrics {
     }
 
     /// Registers a component version: its handles, its zeroed outcome
-    /// series, and its `component_version_info`.
-    pub fn component(&self, component: &str, version: &str) -> ComponentMetrics {
+    /// series, and its `component_version_info` (with the export it is
+    /// called through, which for `wasi:http` names the interface's version).
+    pub fn component(&self, component: &str, version: &str, export: &str) -> ComponentMetrics {
         let invocations = OUTCOMES.map(|outcome| {
             self.counter(INVOCATIONS, &[("component", component), ("version", version), ("outcome", outcome)])
         });
@@ -222,7 +223,7 @@ impl Metrics {
             self.counter(DEPLOYMENTS, &[("component", component), ("result", result)]).increment(0);
         }
         self.counter(SERIES_DROPPED, &[("component", component)]).increment(0);
-        self.gauge(VERSION_INFO, &[("component", component), ("version", version)]).set(1.0);
+        self.version_info(component, version, export, true);
         ComponentMetrics {
             invocations,
             duration: self.histogram(INVOCATION_DURATION, &[("component", component)]),
@@ -231,6 +232,12 @@ impl Metrics {
             memory_peak: self.gauge(MEMORY_PEAK, &[("component", component)]),
             peak_seen: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// `component_version_info` of a version: 1 while it serves, else 0.
+    pub fn version_info(&self, component: &str, version: &str, export: &str, serving: bool) {
+        let labels = [("component", component), ("version", version), ("export", export)];
+        self.gauge(VERSION_INFO, &labels).set(if serving { 1.0 } else { 0.0 });
     }
 
     /// A version serving all of a component's invocations, and zeroed
