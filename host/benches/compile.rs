@@ -45,7 +45,8 @@ fn build_dir() -> PathBuf {
 }
 
 fn engine(tweak: impl FnOnce(&mut wasmtime::Config)) -> anyhow::Result<Engine> {
-    let mut config = switchyard::runtime::engine::config(64 << 20, true)?;
+    let mut config =
+        switchyard::runtime::engine::config(64 << 20, true, switchyard::runtime::engine::Concurrency::Off)?;
     tweak(&mut config);
     Ok(Engine::new(&config)?)
 }

@@ -272,20 +272,23 @@ print()
 for ours, theirs, what, vs_peer, vs_axum in (
     ("switchyard-http", "wasmtime-serve", "hello-http, a fresh instance per request", 2.5, 0.3),
     ("switchyard-http-reuse", "wasmtime-serve-reuse", f"hello-http, instances reused ({reuse_count} requests each)", 1.5, 0.5),
-    ("switchyard-p3", "wasmtime-serve-p3", "hello-http-p3, a fresh instance per request", 2.5, 0.3),
-    ("switchyard-p3-reuse", "wasmtime-serve-p3-reuse", f"hello-http-p3, instances reused ({reuse_count} requests each)", 1.5, 0.5),
+    # No goal is set for 0.3 yet: the figures are reported as they are.
+    ("switchyard-p3", "wasmtime-serve-p3", "hello-http-p3, a fresh instance per request", None, None),
+    ("switchyard-p3-reuse", "wasmtime-serve-p3-reuse", f"hello-http-p3, instances reused ({reuse_count} requests each)", None, None),
 ):
     b = med.get(ours)
     if not b: continue
     if theirs in med:
         d = med[theirs]
-        ok = b[0] >= vs_peer * d[0] and b[2] <= d[2]
-        print(f"- {what}, vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])}, CPU per request {b[4]:.0f} vs {d[4]:.0f} µs — goal ≥ {vs_peer}× with p99 no worse: {'met' if ok else 'NOT met'}")
+        ok = vs_peer is not None and b[0] >= vs_peer * d[0] and b[2] <= d[2]
+        goal = "" if vs_peer is None else f" — goal ≥ {vs_peer}× with p99 no worse: {'met' if ok else 'NOT met'}"
+        print(f"- {what}, vs wasmtime serve: {b[0] / d[0]:.2f}× the req/s, p99 {ms(b[2])} vs {ms(d[2])}, CPU per request {b[4]:.0f} vs {d[4]:.0f} µs{goal}")
     else:
         print(f"- {what}, vs wasmtime serve: not measured (no wasmtime on PATH)")
     if "axum" in med:
         a = med["axum"]
-        print(f"- {what}, vs bare axum: {b[0] / a[0]:.2f}× — goal ≥ {vs_axum}×: {'met' if b[0] >= vs_axum * a[0] else 'NOT met'}")
+        goal = "" if vs_axum is None else f" — goal ≥ {vs_axum}×: {'met' if b[0] >= vs_axum * a[0] else 'NOT met'}"
+        print(f"- {what}, vs bare axum: {b[0] / a[0]:.2f}×{goal}")
 def cost(variant, base="switchyard-http"):
     """(% more server CPU per request, % fewer req/s) of `base` against a
     variant without something: the median over rounds of each round's pair,

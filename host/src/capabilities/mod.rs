@@ -75,17 +75,26 @@ where
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 
-/// Links what a `wasi:http` component may import: WASI and `wasi:http`
-/// (outgoing requests through the outbound policy), each at 0.2 and 0.3,
+/// Links what a `wasi:http` 0.2 component may import: the proxy world's
+/// WASI and `wasi:http` (outgoing requests through the outbound policy),
 /// plus Switchyard's own interfaces, which such a component may also use.
-/// A 0.3 component built against a preview1 libc keeps the adapter, which
-/// imports WASI 0.2 beside the 0.3 interfaces, so both are linked together.
 pub fn add_proxy_imports<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
     T: Capabilities + WasiView + IoView + WasiHttpView,
 {
     add_handler_imports(linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+}
+
+/// Links what a `wasi:http` 0.3 component may import, on the engine with
+/// concurrency: everything a 0.2 one may, and WASI and `wasi:http` at 0.3.
+/// A 0.3 component built against a preview1 libc keeps the adapter, which
+/// imports WASI 0.2 beside the 0.3 interfaces, so both are linked together.
+pub fn add_service_imports<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: Capabilities + WasiView + IoView + WasiHttpView,
+{
+    add_proxy_imports(linker)?;
     wasmtime_wasi::p3::add_to_linker(linker)?;
     wasmtime_wasi_http::p3::add_to_linker(linker)
 }

@@ -1,8 +1,10 @@
 //! The wasmtime `Engine`: compilation settings, the pooling allocator, fuel,
 //! and the epoch ticker that turns wall-clock deadlines into interrupts.
 //!
-//! One engine serves every component. Its settings are fixed at startup;
-//! per-component limits are applied per `Store` in `invoke`.
+//! One engine serves every component but `wasi:http` 0.3 ones, which run on
+//! a second one with the component model's concurrency ([`Concurrency`]).
+//! Their settings are fixed at startup; per-component limits are applied
+//! per `Store` in `invoke`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -31,16 +33,30 @@ const LINEAR_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 /// Same for tables.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
-/// Builds the engine. `max_memory_bytes` is the largest memory limit of any
+/// Which of the two engines: the one every handler, connector and
+/// `wasi:http` 0.2 component runs on, or the one with the component
+/// model's concurrency, for `wasi:http` 0.3 components.
+///
+/// They are kept apart because concurrency support is not free for the
+/// others: with it, wasmtime runs every call, async export or not, through
+/// the store's concurrent event loop, which cost a 0.2 hello-http request
+/// about a third more CPU (`docs/performance.md`, "`wasi:http` 0.3").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Off,
+    On,
+}
+
+/// Builds an engine. `max_memory_bytes` is the largest memory limit of any
 /// component; pool slots are sized to it. Without `fuel_metering` compiled
 /// code carries no fuel checks.
-pub fn build(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Engine> {
-    let config = config(max_memory_bytes, fuel_metering)?;
+pub fn build(max_memory_bytes: u64, fuel_metering: bool, concurrency: Concurrency) -> anyhow::Result<Engine> {
+    let config = config(max_memory_bytes, fuel_metering, concurrency)?;
     Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")
 }
 
-/// The engine's settings, for [`build`] (and for benchmarks that vary one).
-pub fn config(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Config> {
+/// An engine's settings, for [`build`] (and for benchmarks that vary one).
+pub fn config(max_memory_bytes: u64, fuel_metering: bool, concurrency: Concurrency) -> anyhow::Result<Config> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
         // A component built with the WASI adapter has several core
@@ -55,10 +71,14 @@ pub fn config(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<Conf
         .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
+    let concurrent = concurrency == Concurrency::On;
     config
         .wasm_component_model(true)
-        // `stream`, `future` and async exports: `wasi:http@0.3` components.
-        .wasm_component_model_async(true)
+        // `stream`, `future` and async exports (`wasi:http@0.3` components)
+        // on the concurrent engine only; the crate feature would otherwise
+        // turn concurrency on for both.
+        .concurrency_support(concurrent)
+        .wasm_component_model_async(concurrent)
         .consume_fuel(fuel_metering)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

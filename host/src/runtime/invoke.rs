@@ -130,7 +130,7 @@ impl Runtime {
             request_id,
             &self.outbound,
         );
-        let store = new_store(&self.engine, state, Budget { fuel, deadline: Instant::now() + timeout });
+        let store = new_store(&deployed.engine, state, Budget { fuel, deadline: Instant::now() + timeout });
         Sandbox { store, fuel, timeout, keep: false }
     }
 

@@ -71,6 +71,9 @@ pub struct Runtime {
     handler_linker: Linker<InvocationState>,
     connector_linker: Linker<InvocationState>,
     proxy_linker: Linker<InvocationState>,
+    /// The engine `wasi:http` 0.3 versions run on; only when the config has
+    /// a `wasi-http` component, the one kind that can be 0.3.
+    concurrent: Option<ConcurrentEngine>,
     registry: Registry,
     /// Compiled code of recent versions, for fast rollbacks and redeploys.
     compiled: Arc<compiled::CompiledCache>,
@@ -95,6 +98,27 @@ pub struct Runtime {
     outbound: Arc<outbound::OutboundClient>,
 }
 
+/// The engine with the component model's concurrency (see
+/// [`engine::Concurrency`]), its epoch ticker, and the linker of
+/// `wasi:http` 0.3 components on it.
+struct ConcurrentEngine {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    _ticker: engine::EpochTicker,
+}
+
+impl ConcurrentEngine {
+    fn start(max_memory_bytes: u64, fuel_metering: bool) -> anyhow::Result<ConcurrentEngine> {
+        let engine = engine::build(max_memory_bytes, fuel_metering, engine::Concurrency::On)?;
+        let _ticker = engine::EpochTicker::start(&engine)?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_service_imports(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link host interfaces")?;
+        Ok(ConcurrentEngine { engine, linker, _ticker })
+    }
+}
+
 impl Runtime {
     /// Builds the engine and loads every configured component. Fails, naming
     /// the component and file, if one cannot be read, compiled or linked.
@@ -106,7 +130,12 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let max_memory = config.components.values().map(|c| config.limits_for(c).memory_bytes).max();
         let fuel_metering = config.runtime.fuel_metering;
-        let engine = engine::build(max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES), fuel_metering)?;
+        let max_memory = max_memory.unwrap_or(crate::config::DEFAULT_MEMORY_BYTES);
+        let engine = engine::build(max_memory, fuel_metering, engine::Concurrency::Off)?;
+        let concurrent = match config.components.values().any(|c| c.world == World::WasiHttp) {
+            true => Some(ConcurrentEngine::start(max_memory, fuel_metering)?),
+            false => None,
+        };
         engine::start_compile_threads(config.runtime.compile_niceness);
         let ticker = engine::EpochTicker::start(&engine)?;
         let mut handler_linker = Linker::new(&engine);
@@ -158,6 +187,7 @@ impl Runtime {
             handler_linker,
             connector_linker,
             proxy_linker,
+            concurrent,
             fuel_metering,
             registry: Registry::default(),
             outbound: outbound::OutboundClient::new(),
@@ -242,13 +272,20 @@ impl Runtime {
             let source = self.sources.get(name).cloned().context("component without a source")?;
             let engine = self.engine.clone();
             let linker = self.linker(component.world).clone();
+            let concurrent = self.concurrent.as_ref().map(|c| (c.engine.clone(), c.linker.clone()));
             let db = self.db.clone();
             let cache = self.compiled.clone();
             let fuel_metering = self.fuel_metering;
             tasks.spawn(async move {
                 let name = source.name.clone();
-                let compiler =
-                    registry::Compiler { engine: &engine, cache: &cache, linker: &linker, db: &db, fuel_metering };
+                let compiler = registry::Compiler {
+                    engine: &engine,
+                    cache: &cache,
+                    linker: &linker,
+                    concurrent: concurrent.as_ref().map(|(engine, linker)| (engine, linker)),
+                    db: &db,
+                    fuel_metering,
+                };
                 registry::prepare(compiler, &source, bytes.into())
                     .await
                     .map_err(|err| anyhow::anyhow!("component {name}: {origin}: {err}"))
@@ -273,6 +310,7 @@ impl Runtime {
             engine: &self.engine,
             cache: &self.compiled,
             linker: self.linker(world),
+            concurrent: self.concurrent.as_ref().map(|c| (&c.engine, &c.linker)),
             db: &self.db,
             fuel_metering: self.fuel_metering,
         }

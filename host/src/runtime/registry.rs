@@ -48,6 +48,8 @@ pub struct Deployed {
     pub(crate) digest: String,
     pub(crate) limits: EffectiveLimits,
     pub(crate) pre: Prepared,
+    /// The engine it was compiled for; its stores are made on it.
+    pub(crate) engine: Engine,
     pub(crate) compile_ms: u64,
     /// Whether its code came from the compiled-version cache.
     pub(crate) cached: bool,
@@ -391,17 +393,42 @@ const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0
 /// deploy stops waiting and says so.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether a component's own exports (not those of components nested in
+/// it) include `wasi:http/handler@0.3.x`: read before compiling, to pick
+/// the engine. Bytes that do not parse are left to the compiler to refuse.
+fn exports_http_p3(bytes: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Err(_) => return false,
+            Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Payload::ComponentExportSection(exports)) if depth == 0 => {
+                if exports.into_iter().flatten().any(|export| export.name.name.starts_with(HTTP_P3_EXPORT)) {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    false
+}
+
 /// The sha256 of component bytes, in hex: a version's identity.
 pub(crate) fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// What compiling a version needs: the engine, the linker of the
-/// component's world, and whether stores meter fuel.
+/// component's world, and whether stores meter fuel; for a `wasi:http`
+/// component, also the engine with concurrency and its linker, for a
+/// version that exports the 0.3 handler.
 pub(crate) struct Compiler<'a> {
     pub engine: &'a Engine,
     pub cache: &'a Arc<CompiledCache>,
     pub linker: &'a Linker<InvocationState>,
+    pub concurrent: Option<(&'a Engine, &'a Linker<InvocationState>)>,
     pub db: &'a Database,
     pub fuel_metering: bool,
 }
@@ -410,12 +437,20 @@ pub(crate) struct Compiler<'a> {
 /// smoke-instantiates one version of a component.
 /// The bytes are shared, not copied: the caller keeps them to store.
 pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Bytes) -> Result<Deployed, PrepareError> {
-    let Compiler { engine, cache, linker, db, fuel_metering } = compiler;
+    let Compiler { engine, cache, linker, concurrent, db, fuel_metering } = compiler;
     match bytes.get(..8) {
         Some(header) if header == COMPONENT_HEADER => {}
         Some(header) if header == CORE_MODULE_HEADER => return Err(PrepareError::CoreModule),
         _ => return Err(PrepareError::NotWasm),
     }
+    let (engine, linker) = match (concurrent, exports_http_p3(&bytes)) {
+        (Some(target), true) if source.world == World::WasiHttp => target,
+        (_, true) if source.world != World::WasiHttp => {
+            let detail = format!("it exports {HTTP_P3_EXPORT}.x, as a wasi-http component does");
+            return Err(PrepareError::WrongWorld { world: source.world.wit_name(), detail });
+        }
+        _ => (engine, linker),
+    };
     let started = Instant::now();
     // Hashing a large upload is CPU work too: it runs beside the compile,
     // off the async threads, on a thread of its own at the compile threads'
@@ -426,7 +461,10 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         move || {
             lower_priority();
             let digest = digest(&bytes);
-            let compiled = match cache.get(&digest) {
+            // Cached code is used only on the engine it was compiled for:
+            // the same bytes deployed to a component of another world are
+            // checked against that world on its own engine.
+            let compiled = match cache.get(&digest).filter(|c| Engine::same(c.engine(), &engine)) {
                 Some(compiled) => (digest, Ok(compiled), true),
                 // `from_binary` only accepts wasm, never precompiled native code.
                 None => {
@@ -470,6 +508,7 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         digest,
         limits: source.limits,
         pre,
+        engine: engine.clone(),
         compile_ms,
         cached,
         stats: VersionStats::default(),
