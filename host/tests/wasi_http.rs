@@ -13,63 +13,17 @@
 
 mod common;
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use switchyard::runtime::Outcome;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use common::{Backend, HELLO_HTTP, TestHost, component_bytes, deploy, sample as value};
 use common::{
-    Backend, HELLO_HTTP, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value,
+    active_version_of as version_of, all_invocations_of as all_invocations, invocations_of as invocations, patterned,
+    scrape_metrics as scrape, settled_invocations as settled,
 };
-
-/// How long recording a finished invocation may take to show up.
-const SETTLE: Duration = Duration::from_secs(10);
 
 async fn start(extra: &str) -> TestHost {
     TestHost::start_with_toml(Backend::Sqlite, extra).await.expect("sqlite host")
-}
-
-fn version_of(host: &TestHost, component: &str) -> String {
-    host.runtime.registry().list().into_iter().find(|c| c.name == component).unwrap().version
-}
-
-async fn scrape(host: &TestHost) -> Samples {
-    let response = TestHost::client().get(format!("{}/metrics", host.url)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    parse(&response.text().await.unwrap())
-}
-
-/// `component_invocations_total` of `component`'s active version by outcome.
-fn invocations(host: &TestHost, samples: &Samples, component: &str, outcome: &str) -> f64 {
-    let version = version_of(host, component);
-    value(
-        samples,
-        "component_invocations_total",
-        &[("component", component), ("version", &version), ("outcome", outcome)],
-    )
-    .unwrap_or_else(|| panic!("no invocation series for {component}/{outcome}"))
-}
-
-/// Invocations of `component` across every outcome.
-fn all_invocations(host: &TestHost, samples: &Samples, component: &str) -> f64 {
-    Outcome::ALL.iter().map(|outcome| invocations(host, samples, component, outcome.as_str())).sum()
-}
-
-/// Scrapes once `component` has `n` recorded invocations in all.
-async fn settled(host: &TestHost, component: &str, n: f64) -> Samples {
-    common::eventually(&format!("{n} recorded invocations of {component}"), SETTLE, || async {
-        all_invocations(host, &scrape(host).await, component) >= n
-    })
-    .await;
-    scrape(host).await
-}
-
-/// `n` bytes of a pattern that does not repeat at chunk boundaries.
-fn patterned(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,26 +247,6 @@ const LINGERING: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_whose_client_goes_away_is_stopped() {
     let host = start(LINGERING).await;
-    let address = host.url.trim_start_matches("http://").to_owned();
-    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
-    // The guest answers "hello", then waits ten minutes before ending the body.
-    let request = format!("GET /http/x?linger_ms=600000 HTTP/1.1\r\nhost: {address}\r\n\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    while !String::from_utf8_lossy(&received).contains("hello") {
-        let mut chunk = [0u8; 1024];
-        let n = client.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the connection closed before the body: {}", String::from_utf8_lossy(&received));
-        received.extend_from_slice(&chunk[..n]);
-    }
-    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
-    drop(client);
-
-    // Stopped and recorded at once, not at its deadline; its slot is free.
-    let samples = settled(&host, "hello-http", 1.0).await;
-    assert_eq!(invocations(&host, &samples, "hello-http", "error"), 1.0, "recorded as an error");
-    assert_eq!(invocations(&host, &samples, "hello-http", "timeout"), 0.0, "not left to time out");
-    let gate = host.runtime.admissions().find(|(name, _)| *name == "hello-http").map(|(_, gate)| gate.clone());
-    assert_eq!(gate.expect("hello-http admission").running(), 0, "the admission slot is released");
+    common::assert_stopped_when_the_client_leaves(&host, "/http/x", "hello-http").await;
     host.stop().await;
 }

@@ -22,11 +22,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use switchyard::runtime::Outcome;
+use common::{Backend, TestHost, component_bytes, deploy, sample as value};
+use common::{
+    active_version_of as version_of, invocations_of as invocations, patterned, settled_invocations as settled,
+};
 
-use common::{Backend, Samples, TestHost, component_bytes, deploy, parse_metrics as parse, sample as value};
-
-/// How long recording a finished invocation may take to show up.
+/// How long a raw client waits for its whole response.
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// The 0.3 fixture on a catch-all route, with limits small enough for its
@@ -50,44 +51,6 @@ fn app(allowed_hosts: &str) -> String {
 
 async fn start(extra: &str) -> TestHost {
     TestHost::start_with_toml(Backend::Sqlite, extra).await.expect("sqlite host")
-}
-
-fn version_of(host: &TestHost, component: &str) -> String {
-    host.runtime.registry().list().into_iter().find(|c| c.name == component).unwrap().version
-}
-
-async fn scrape(host: &TestHost) -> Samples {
-    let response = TestHost::client().get(format!("{}/metrics", host.url)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    parse(&response.text().await.unwrap())
-}
-
-/// `component_invocations_total` of `component`'s active version by outcome.
-fn invocations(host: &TestHost, samples: &Samples, component: &str, outcome: &str) -> f64 {
-    let version = version_of(host, component);
-    value(
-        samples,
-        "component_invocations_total",
-        &[("component", component), ("version", &version), ("outcome", outcome)],
-    )
-    .unwrap_or_else(|| panic!("no invocation series for {component}/{outcome}"))
-}
-
-/// Scrapes once `component` has `n` recorded invocations in all.
-async fn settled(host: &TestHost, component: &str, n: f64) -> Samples {
-    let all = |samples: &Samples| -> f64 {
-        Outcome::ALL.iter().map(|outcome| invocations(host, samples, component, outcome.as_str())).sum()
-    };
-    common::eventually(&format!("{n} recorded invocations of {component}"), SETTLE, || async {
-        all(&scrape(host).await) >= n
-    })
-    .await;
-    scrape(host).await
-}
-
-/// `n` bytes of a pattern that does not repeat at chunk boundaries.
-fn patterned(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,26 +336,6 @@ async fn a_p3_component_deployed_to_another_world_is_refused_saying_what_it_is()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_whose_client_goes_away_is_stopped() {
     let host = start(&app("").replace("timeout_ms = 1_000", "timeout_ms = 600_000")).await;
-    let address = host.url.trim_start_matches("http://").to_owned();
-    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
-    // The guest answers "hello", then waits ten minutes before ending the body.
-    let request = format!("GET /p3/x?linger_ms=600000 HTTP/1.1\r\nhost: {address}\r\n\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    while !String::from_utf8_lossy(&received).contains("hello") {
-        let mut chunk = [0u8; 1024];
-        let n = client.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the connection closed before the body: {}", String::from_utf8_lossy(&received));
-        received.extend_from_slice(&chunk[..n]);
-    }
-    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
-    drop(client);
-
-    // Stopped and recorded at once, not at its deadline; its slot is free.
-    let samples = settled(&host, "p3", 1.0).await;
-    assert_eq!(invocations(&host, &samples, "p3", "error"), 1.0, "recorded as an error");
-    assert_eq!(invocations(&host, &samples, "p3", "timeout"), 0.0, "not left to time out");
-    let gate = host.runtime.admissions().find(|(name, _)| *name == "p3").map(|(_, gate)| gate.clone());
-    assert_eq!(gate.expect("p3 admission").running(), 0, "the admission slot is released");
+    common::assert_stopped_when_the_client_leaves(&host, "/p3/x", "p3").await;
     host.stop().await;
 }

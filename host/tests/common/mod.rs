@@ -633,3 +633,77 @@ pub const HELLO_HTTP: &str = r#"
     component = "hello-http"
     max_body_bytes = 1024
 "#;
+
+/// The active version of `component`.
+pub fn active_version_of(host: &TestHost, component: &str) -> String {
+    host.runtime.registry().list().into_iter().find(|c| c.name == component).unwrap().version
+}
+
+/// One scrape of the host's `/metrics`.
+pub async fn scrape_metrics(host: &TestHost) -> Samples {
+    let response = TestHost::client().get(format!("{}/metrics", host.url)).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    parse_metrics(&response.text().await.unwrap())
+}
+
+/// `component_invocations_total` of `component`'s active version by outcome.
+pub fn invocations_of(host: &TestHost, samples: &Samples, component: &str, outcome: &str) -> f64 {
+    let version = active_version_of(host, component);
+    sample(
+        samples,
+        "component_invocations_total",
+        &[("component", component), ("version", &version), ("outcome", outcome)],
+    )
+    .unwrap_or_else(|| panic!("no invocation series for {component}/{outcome}"))
+}
+
+/// Invocations of `component`'s active version across every outcome.
+pub fn all_invocations_of(host: &TestHost, samples: &Samples, component: &str) -> f64 {
+    switchyard::runtime::Outcome::ALL
+        .iter()
+        .map(|outcome| invocations_of(host, samples, component, outcome.as_str()))
+        .sum()
+}
+
+/// Scrapes once `component` has `n` recorded invocations in all. A
+/// `wasi:http` invocation is recorded when its guest ends, possibly after
+/// the client has the whole body.
+pub async fn settled_invocations(host: &TestHost, component: &str, n: f64) -> Samples {
+    eventually(&format!("{n} recorded invocations of {component}"), Duration::from_secs(10), || async {
+        all_invocations_of(host, &scrape_metrics(host).await, component) >= n
+    })
+    .await;
+    scrape_metrics(host).await
+}
+
+/// `n` bytes of a pattern that does not repeat at chunk boundaries.
+pub fn patterned(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// Asks `path` (a `wasi:http` route of `component`) for a body the guest
+/// keeps open for ten minutes (`?linger_ms=600000`), leaves once "hello" has
+/// arrived, and checks that the guest was stopped and recorded at once, not
+/// at its deadline, and that its admission slot is free.
+pub async fn assert_stopped_when_the_client_leaves(host: &TestHost, path: &str, component: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = host.url.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!("GET {path}?linger_ms=600000 HTTP/1.1\r\nhost: {address}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("hello") {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before the body: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    drop(client);
+
+    let samples = settled_invocations(host, component, 1.0).await;
+    assert_eq!(invocations_of(host, &samples, component, "error"), 1.0, "recorded as an error");
+    assert_eq!(invocations_of(host, &samples, component, "timeout"), 0.0, "not left to time out");
+    let gate = host.runtime.admissions().find(|(name, _)| *name == component).map(|(_, gate)| gate.clone());
+    assert_eq!(gate.expect("admission gate").running(), 0, "the admission slot is released");
+}
