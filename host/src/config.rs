@@ -292,18 +292,19 @@ pub struct ComponentConfig {
 }
 
 /// `[components.NAME.reuse]`: one instance serves several requests, one
-/// after another. Fuel, the deadline and the outcome stay per request; the
-/// memory limit applies to the instance; a failed request retires it.
-/// What one request leaves in the instance's memory, the next one sees.
+/// after another (or, for a 0.3 component, several at once). Fuel, the
+/// deadline and the outcome stay per request; the memory limit applies to
+/// the instance; a failed request retires it. What one request leaves in
+/// the instance's memory, the next one sees.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReuseConfig {
     /// Requests one instance serves before it is retired.
     pub max_requests: u32,
-    /// Requests one instance serves at once. A `wasi:http` 0.2 guest's
-    /// `handle` runs to its end before its instance can take the next
-    /// request, so for 0.2 components this is 1 whatever it says, as in
-    /// `wasmtime serve`.
+    /// Requests one instance serves at once (`runtime/shared.rs`). A
+    /// `wasi:http` 0.2 guest's `handle` runs to its end before its instance
+    /// can take the next request, so for 0.2 versions this is 1 whatever
+    /// it says, as in `wasmtime serve`.
     pub max_concurrent: u32,
     /// How long an instance waits idle for a request before it is dropped.
     pub idle_timeout_ms: u64,

@@ -77,6 +77,11 @@ impl Sandbox {
         self.store.as_mut().map_err(|err| wasmtime::Error::msg(format!("{err:#}")))
     }
 
+    /// The store itself, for an instance that outlives one call.
+    pub(crate) fn into_store(self) -> wasmtime::Result<Store<InvocationState>> {
+        self.store
+    }
+
     /// Hands the store back after a call that goes well, for reuse.
     pub(crate) fn keeping_store(self, keep: bool) -> Sandbox {
         Sandbox { keep, ..self }

@@ -24,6 +24,7 @@ mod outcome;
 mod proxy;
 pub mod registry;
 mod reuse;
+mod shared;
 pub(crate) mod state;
 mod store;
 
@@ -160,10 +161,15 @@ impl Runtime {
             .components
             .iter()
             .map(|(name, component)| {
-                let warm = component.reuse.filter(|_| component.world == World::WasiHttp).map(|reuse| {
+                let reuse = component.reuse.filter(|_| component.world == World::WasiHttp);
+                let warm = reuse.map(|reuse| {
                     let capacity = config.admission_for(component).max_concurrency;
                     reuse::WarmPool::start(name, &reuse, capacity, clock.clone(), &metrics)
                 });
+                let shared = reuse
+                    .zip(warm.clone())
+                    .filter(|(reuse, _)| reuse.max_concurrent > 1)
+                    .map(|(reuse, places)| shared::SharedPool::start(places, &reuse, clock.clone()));
                 let source = registry::Source {
                     name: name.clone(),
                     world: component.world,
@@ -173,6 +179,7 @@ impl Runtime {
                     allowed_hosts: component.allowed_hosts.clone(),
                     metrics: metrics.clone(),
                     warm,
+                    shared,
                 };
                 (name.clone(), source)
             })

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::Either;
 use http_body_util::BodyExt;
@@ -40,10 +40,11 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 use super::Runtime;
 use super::admit::Rejection;
 use super::invoke::Sandbox;
-use super::invoke::{Call, IDEMPOTENCY_KEY, InvokeError, settle};
+use super::invoke::{Call, Execution, IDEMPOTENCY_KEY, InvokeError, settle};
 use super::outcome::{Cost, Outcome, OutcomeRecord};
 use super::registry::{Deployed, Prepared};
 use super::reuse::{Checkout, HttpInstance, Lease, Retired, Warm};
+use super::shared::{Job, NewInstance, Respond, Served};
 use super::state::InvocationState;
 use crate::config::World;
 
@@ -179,10 +180,8 @@ impl Call for ProxyPre<InvocationState> {
 /// What the 0.3 export is called with.
 pub(crate) struct ServiceCall {
     request: hyper::Request<WasiBody>,
-    /// Where the response goes; dropped unsent when there is none.
-    answer: oneshot::Sender<Answer>,
-    /// Set to the response's status when it is sent.
-    status: Arc<AtomicU16>,
+    /// Where the response goes; dropped uncalled when there is none.
+    respond: Respond,
 }
 
 /// Calls `handle` in the store's event loop, sends the response it returns,
@@ -201,19 +200,14 @@ impl Call for ServicePre<InvocationState> {
             Some(HttpInstance::P3(service)) => service,
             _ => self.instantiate_async(&mut *store).await?,
         };
-        let ServiceCall { request, answer, status } = call;
+        let ServiceCall { request, respond } = call;
         let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
         let name = store.data().component.name.clone();
         let request_id = store.data().request_id.clone();
         store
             .run_concurrent(async |accessor| -> wasmtime::Result<()> {
                 match service.handle(accessor, request).await? {
-                    Ok(response) => {
-                        let response = accessor.with(|mut store| response.into_http(&mut store, request_io))?;
-                        status.store(response.status().as_u16(), Ordering::Relaxed);
-                        // The caller may have gone; the guest need not know.
-                        let _ = answer.send(response.map(GuestBody::P3));
-                    }
+                    Ok(response) => respond(accessor.with(|mut store| response.into_http(&mut store, request_io))?),
                     Err(code) => {
                         tracing::warn!(
                             component = &*name,
@@ -229,6 +223,15 @@ impl Call for ServicePre<InvocationState> {
             .await??;
         Ok(HttpInstance::P3(service))
     }
+}
+
+/// How a guest's part in one request ended, whatever instance it ran on.
+struct Finished {
+    result: wasmtime::Result<()>,
+    cost: Cost,
+    memory_exceeded: bool,
+    /// Its client went away before the response body ended.
+    client_left: bool,
 }
 
 impl Runtime {
@@ -249,6 +252,75 @@ impl Runtime {
             Checkout::Fresh(lease) => {
                 let sandbox = self.sandbox(deployed, request_id).keeping_store(lease.is_some());
                 (sandbox, None, lease)
+            }
+        }
+    }
+
+    /// Runs a 0.3 call: on a shared instance when the component has them
+    /// and one has room (or a new one can start), else as a 0.2 call is run.
+    fn run_service(
+        &self,
+        deployed: &Arc<Deployed>,
+        pre: &ServicePre<InvocationState>,
+        request_id: &Arc<str>,
+        call: ServiceCall,
+        gone: oneshot::Receiver<()>,
+    ) -> impl Future<Output = Finished> + Send + 'static {
+        let Some(shared) = &deployed.shared else {
+            let (sandbox, kept, lease) = self.proxy_sandbox(deployed, request_id);
+            return Either::Left(run_alone(
+                deployed.clone(),
+                request_id.clone(),
+                sandbox,
+                pre.clone(),
+                (call, kept),
+                lease,
+                gone,
+            ));
+        };
+        let (served, outcome) = oneshot::channel();
+        let timeout = Duration::from_millis(deployed.limits.timeout_ms);
+        let job = Job {
+            request_id: request_id.clone(),
+            request: call.request,
+            respond: call.respond,
+            body_done: gone,
+            fuel: self.fuel_metering.then_some(deployed.limits.fuel),
+            deadline: Instant::now() + timeout,
+            served,
+        };
+        let new_instance = || NewInstance { store: self.sandbox(deployed, request_id).into_store(), pre: pre.clone() };
+        match shared.take(deployed.serial, job, new_instance) {
+            Ok(()) => Either::Right(async move {
+                match outcome.await {
+                    Ok(Served { result, cost, memory_exceeded }) => Finished {
+                        client_left: matches!(result, Ok(true)),
+                        result: result.map(drop),
+                        cost,
+                        memory_exceeded,
+                    },
+                    Err(_) => Finished {
+                        result: Err(wasmtime::Error::msg("its shared instance ended without an answer")),
+                        cost: Cost::default(),
+                        memory_exceeded: false,
+                        client_left: false,
+                    },
+                }
+            }),
+            // No instance with room and no place for one: an instance of
+            // its own, dropped afterwards.
+            Err(job) => {
+                let call = ServiceCall { request: job.request, respond: job.respond };
+                let sandbox = self.sandbox(deployed, request_id);
+                Either::Left(run_alone(
+                    deployed.clone(),
+                    request_id.clone(),
+                    sandbox,
+                    pre.clone(),
+                    (call, None),
+                    None,
+                    job.body_done,
+                ))
             }
         }
     }
@@ -276,21 +348,27 @@ impl Runtime {
             Ok(admitted) => admitted,
             Err((record, rejection)) => return Ok(ProxyReply::Finished { record, rejection: Some(rejection) }),
         };
-        let (mut sandbox, kept, lease) = self.proxy_sandbox(&deployed, &request_id);
         // The status the guest answered with, for the outcome; 0 until set.
         let status = Arc::new(AtomicU16::new(0));
         let (sender, mut receiver) = oneshot::channel::<Answer>();
+        // Sent by the response body when it is dropped before its end.
+        let (client_gone, gone) = oneshot::channel::<()>();
         let request = request.map(|body| body.map_err(|err| wasmtime_wasi_http::Error::from(err.into())));
         let run = match &deployed.pre {
             Prepared::Service(pre) => {
-                let (pre, call) = (
-                    pre.clone(),
-                    ServiceCall { request: request.map(BodyExt::boxed_unsync), answer: sender, status: status.clone() },
-                );
-                Either::Left(async move { sandbox.execute(&pre, (call, kept)).await })
+                let respond: Respond = {
+                    let status = status.clone();
+                    Box::new(move |response| {
+                        status.store(response.status().as_u16(), Ordering::Relaxed);
+                        // The caller may have gone; the guest need not know.
+                        let _ = sender.send(response.map(GuestBody::P3));
+                    })
+                };
+                let call = ServiceCall { request: request.map(BodyExt::boxed_unsync), respond };
+                Either::Left(self.run_service(&deployed, pre, &request_id, call, gone))
             }
             Prepared::Proxy(pre) => {
-                let pre = pre.clone();
+                let (mut sandbox, kept, lease) = self.proxy_sandbox(&deployed, &request_id);
                 let call = sandbox.store().and_then(|store| {
                     let mut http = store.data_mut().http();
                     let request = http.new_incoming_request(Scheme::Http, request)?;
@@ -306,11 +384,18 @@ impl Runtime {
                     })?;
                     Ok((request, outparam))
                 });
-                Either::Right(async move { sandbox.execute(&pre, (call, kept)).await })
+                Either::Right(run_alone(
+                    deployed.clone(),
+                    request_id.clone(),
+                    sandbox,
+                    pre.clone(),
+                    (call, kept),
+                    lease,
+                    gone,
+                ))
             }
             Prepared::Handler(_) | Prepared::Connector(_) => return Err(deployed.wrong_world(World::WasiHttp)),
         };
-        let (client_gone, gone) = oneshot::channel::<()>();
         // The guest runs in this task until it either returns or sets its
         // response and waits (on a full body pipe, a slow request body, a
         // timer). Most return at once, leaving a complete response; only a
@@ -321,22 +406,19 @@ impl Runtime {
             let request_id = request_id.clone();
             async move {
                 let name = &*deployed.context.name;
-                let execution = tokio::select! {
-                    execution = run => execution,
-                    Ok(()) = gone => {
-                        tracing::info!(component = name, request_id = &*request_id, "client went away; guest stopped");
-                        if let Some(lease) = lease {
-                            lease.retire(Retired::Stopped);
-                        }
-                        admitted.settle(true);
-                        let status = Some(status.load(Ordering::Relaxed)).filter(|s| *s != 0);
-                        return deployed.finish(&request_id, Outcome::Error, started, Cost::default(), status);
-                    }
-                };
+                let finished = run.await;
                 let status = status.load(Ordering::Relaxed);
-                let outcome = match &execution.result {
-                    Err(err) => deployed.failed(&request_id, err, execution.memory_exceeded),
-                    Ok(_) if status == 0 => {
+                let outcome = match &finished.result {
+                    _ if finished.client_left => {
+                        tracing::info!(
+                            component = name,
+                            request_id = &*request_id,
+                            "client went away before the response body ended; its request stopped"
+                        );
+                        Outcome::Error
+                    }
+                    Err(err) => deployed.failed(&request_id, err, finished.memory_exceeded),
+                    Ok(()) if status == 0 => {
                         tracing::warn!(
                             component = name,
                             request_id = &*request_id,
@@ -344,21 +426,13 @@ impl Runtime {
                         );
                         Outcome::Error
                     }
-                    Ok(_) if status >= 500 => Outcome::Error,
-                    Ok(_) => Outcome::Ok,
+                    Ok(()) if status >= 500 => Outcome::Error,
+                    Ok(()) => Outcome::Ok,
                 };
-                // Proxy components hold no Switchyard state; nothing to commit.
-                let _ = settle(execution.unit_of_work, false, name, &request_id).await;
-                // Kept only after a call that went well; else the lease, dropped
-                // here, retires the instance.
-                if let (Ok(instance), Some(store), Some(lease), Some(pool)) =
-                    (execution.result, execution.store, lease, &deployed.warm)
-                {
-                    pool.give_back(deployed.serial, &deployed.retired, Warm { store, instance, lease });
-                }
-                admitted.settle(canary || !outcome.is_fault());
+                // A client that left says nothing about the component.
+                admitted.settle(finished.client_left || canary || !outcome.is_fault());
                 let status = (status != 0).then_some(status);
-                deployed.finish(&request_id, outcome, started, execution.cost, status)
+                deployed.finish(&request_id, outcome, started, finished.cost, status)
             }
         });
         let version = deployed.version.clone();
@@ -394,6 +468,45 @@ impl Runtime {
             },
         }
     }
+}
+
+/// Runs one call on an instance of its own (fresh, or kept and idle until
+/// now), which goes back to the pool after a call that went well. A client
+/// that goes away before the response body ends stops the guest at once.
+async fn run_alone<P: Call<Output = HttpInstance>>(
+    deployed: Arc<Deployed>,
+    request_id: Arc<str>,
+    sandbox: Sandbox,
+    pre: P,
+    input: P::Input,
+    lease: Option<Lease>,
+    gone: oneshot::Receiver<()>,
+) -> Finished {
+    let execution = tokio::select! {
+        execution = sandbox.execute(&pre, input) => execution,
+        Ok(()) = gone => {
+            if let Some(lease) = lease {
+                lease.retire(Retired::Stopped);
+            }
+            let result = Ok(());
+            return Finished { result, cost: Cost::default(), memory_exceeded: false, client_left: true };
+        }
+    };
+    // Proxy components hold no Switchyard state; nothing to commit.
+    let _ = settle(execution.unit_of_work, false, &deployed.context.name, &request_id).await;
+    let Execution { result, cost, memory_exceeded, store, .. } = execution;
+    let result = match result {
+        // Kept only after a call that went well; else the lease, dropped
+        // here, retires the instance.
+        Ok(instance) => {
+            if let (Some(store), Some(lease), Some(pool)) = (store, lease, &deployed.warm) {
+                pool.give_back(deployed.serial, &deployed.retired, Warm { store, instance, lease });
+            }
+            Ok(())
+        }
+        Err(err) => Err(err),
+    };
+    Finished { result, cost, memory_exceeded, client_left: false }
 }
 
 /// The body of a guest that has returned: every frame it wrote is already

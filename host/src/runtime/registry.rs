@@ -23,6 +23,7 @@ use super::figures::VersionStats;
 use super::outbound::OutboundClient;
 use super::outcome::Outcome;
 use super::reuse::{WarmPool, next_serial};
+use super::shared::SharedPool;
 use super::state::InvocationState;
 use super::store::{Budget, new_store};
 use crate::capabilities::ComponentContext;
@@ -63,6 +64,9 @@ pub struct Deployed {
     pub(crate) serial: u64,
     /// The component's warm instances, when it reuses them.
     pub(crate) warm: Option<Arc<WarmPool>>,
+    /// Its instances that serve several requests at once, when it reuses
+    /// them with `max_concurrent` above 1 (0.3 versions only).
+    pub(crate) shared: Option<Arc<SharedPool>>,
     /// Set when it stops serving: its instances are not kept after that.
     pub(crate) retired: AtomicBool,
 }
@@ -79,6 +83,9 @@ impl Deployed {
     /// No longer serving: its idle instances go, and busy ones are not
     /// kept after their calls.
     fn retire(&self) {
+        if let Some(shared) = &self.shared {
+            shared.retire_version(self.serial);
+        }
         match &self.warm {
             Some(pool) => pool.retire_version(self.serial, &self.retired),
             None => self.retired.store(true, Ordering::Relaxed),
@@ -366,6 +373,8 @@ pub(crate) struct Source {
     pub metrics: Arc<Metrics>,
     /// The component's warm instances, when it reuses them.
     pub warm: Option<Arc<WarmPool>>,
+    /// Its shared instances, when one may serve several requests at once.
+    pub shared: Option<Arc<SharedPool>>,
 }
 
 /// Why bytes could not become a running component. Each is the uploader's
@@ -515,6 +524,7 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         last_outcome: AtomicU8::new(0),
         serial: next_serial(),
         warm: source.warm.clone(),
+        shared: source.shared.clone(),
         retired: AtomicBool::new(false),
     };
     smoke_instantiate(engine, db, fuel_metering, &deployed)

@@ -81,6 +81,9 @@ pub(crate) struct WarmPool {
     /// Instances alive, busy or idle; each [`Lease`] counts once.
     alive: AtomicUsize,
     idle: Mutex<Vec<Idle>>,
+    /// Instances serving several requests at once (`shared.rs`) that have
+    /// none in flight, counted idle beside the kept ones.
+    shared_idle: AtomicUsize,
     started: Counter,
     retired: [Counter; RETIRE_REASONS.len()],
     idle_gauge: Gauge,
@@ -180,6 +183,7 @@ impl WarmPool {
             clock,
             alive: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            shared_idle: AtomicUsize::new(0),
             started: metrics.counter(INSTANCES_STARTED, &labels),
             retired: RETIRE_REASONS
                 .map(|reason| metrics.counter(INSTANCES_RETIRED, &[("component", component), ("reason", reason)])),
@@ -225,7 +229,7 @@ impl WarmPool {
                     Checkout::Fresh(self.lease())
                 }
             };
-            self.idle_gauge.set(idle.len() as f64);
+            self.publish_idle(idle.len());
             checkout
         };
         // Dropped outside the lock: a store's drop returns its slot to the
@@ -234,8 +238,20 @@ impl WarmPool {
         checkout
     }
 
+    /// Publishes how many instances are idle, `kept` of them here.
+    fn publish_idle(&self, kept: usize) {
+        self.idle_gauge.set((kept + self.shared_idle.load(Ordering::Relaxed)) as f64);
+    }
+
+    /// Sets how many shared instances have no request in flight.
+    pub(crate) fn set_shared_idle(&self, count: usize) {
+        self.shared_idle.store(count, Ordering::Relaxed);
+        let kept = self.lock().len();
+        self.publish_idle(kept);
+    }
+
     /// A place for a new instance, if the pool has one.
-    fn lease(self: &Arc<Self>) -> Option<Lease> {
+    pub(crate) fn lease(self: &Arc<Self>) -> Option<Lease> {
         let taken = self
             .alive
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |alive| (alive < self.capacity).then_some(alive + 1));
@@ -269,7 +285,7 @@ impl WarmPool {
             return;
         }
         idle.push(Idle { version: serial, since_ms, instance: warm });
-        self.idle_gauge.set(idle.len() as f64);
+        self.publish_idle(idle.len());
     }
 
     /// Marks version `serial` as no longer serving (`retired`) and drops its
@@ -280,7 +296,7 @@ impl WarmPool {
             retired.store(true, Ordering::Relaxed);
             let (swapped, kept) = std::mem::take(&mut *idle).into_iter().partition(|i| i.version == serial);
             *idle = kept;
-            self.idle_gauge.set(idle.len() as f64);
+            self.publish_idle(idle.len());
             swapped
         };
         for idle in swapped {
@@ -294,7 +310,7 @@ impl WarmPool {
         {
             let mut idle = self.lock();
             self.expire(&mut idle, self.clock.now_millis(), &mut retiring);
-            self.idle_gauge.set(idle.len() as f64);
+            self.publish_idle(idle.len());
         }
         drop(retiring);
     }

@@ -101,6 +101,15 @@ impl InvocationState {
         self.deadline = deadline;
     }
 
+    /// Makes a shared instance's state (`shared.rs`) name `request_id`, the
+    /// request it took last, in its log lines and outgoing requests, and
+    /// stop guest code at `deadline`, the latest of its requests'.
+    pub(crate) fn serving(&mut self, request_id: &Arc<str>, deadline: Instant) {
+        self.request_id = request_id.clone();
+        self.outbound = self.outbound.renewed(request_id.clone());
+        self.deadline = deadline;
+    }
+
     /// Logs what the guest wrote to stdout and stderr since the last time,
     /// a line at a time, under the component's name and the request id.
     pub(crate) fn log_guest_output(&mut self) {
