@@ -2,8 +2,8 @@
 //! `hello-http-p3` fixture (a wit-bindgen async export of
 //! `wasi:http/handler`): status, headers, bodies streamed both ways,
 //! trailers, a trap, a timeout, fuel exhaustion, outgoing requests allowed
-//! and denied, reuse of an instance, and swaps between a 0.2 and a 0.3
-//! version of one component under load.
+//! and denied, reuse of an instance, swaps between a 0.2 and a 0.3
+//! version of one component under load, and the refusals of bad uploads.
 //!
 //! As with 0.2 components, the response is returned while the guest still
 //! runs (a 0.3 guest writes its body from a task of its own after `handle`
@@ -338,4 +338,37 @@ async fn a_guest_whose_client_goes_away_is_stopped() {
     let host = start(&app("").replace("timeout_ms = 1_000", "timeout_ms = 600_000")).await;
     common::assert_stopped_when_the_client_leaves(&host, "/p3/x", "p3").await;
     host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_component_importing_what_the_host_lacks_is_refused_naming_the_import() {
+    let host = start(&app("")).await;
+    let p3 = version_of(&host, "p3");
+    // The fixture with one 0.3 import renamed, everywhere it is named, to
+    // an interface no host provides.
+    let bytes = replace_all(&component_bytes("hello-http-p3"), b"wasi:http/client@0.3.0", b"wasi:http/clienz@0.3.0");
+    let (status, body) = deploy(&host, "p3", bytes).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("does not implement the world wasi:http/service"), "{error}");
+    assert!(error.contains("`wasi:http/clienz@0.3.0`"), "names the missing import: {error}");
+    assert_eq!(version_of(&host, "p3"), p3, "the version serving stays");
+    let response = TestHost::client().get(format!("{}/p3/x", host.url)).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "hello");
+    host.stop().await;
+}
+
+/// `bytes` with every `from` replaced by `to`, of the same length.
+fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut at = 0;
+    let mut replaced = 0;
+    while let Some(found) = out[at..].windows(from.len()).position(|window| window == from) {
+        out[at + found..at + found + from.len()].copy_from_slice(to);
+        at += found + from.len();
+        replaced += 1;
+    }
+    assert!(replaced > 0, "nothing to replace");
+    out
 }

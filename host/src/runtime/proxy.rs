@@ -266,63 +266,57 @@ impl Runtime {
         call: ServiceCall,
         gone: oneshot::Receiver<()>,
     ) -> impl Future<Output = Finished> + Send + 'static {
-        let Some(shared) = &deployed.shared else {
-            let (sandbox, kept, lease) = self.proxy_sandbox(deployed, request_id);
-            return Either::Left(run_alone(
-                deployed.clone(),
-                request_id.clone(),
-                sandbox,
-                pre.clone(),
-                (call, kept),
-                lease,
-                gone,
-            ));
-        };
-        let (served, outcome) = oneshot::channel();
-        let timeout = Duration::from_millis(deployed.limits.timeout_ms);
-        let job = Job {
-            request_id: request_id.clone(),
-            request: call.request,
-            respond: call.respond,
-            body_done: gone,
-            fuel: self.fuel_metering.then_some(deployed.limits.fuel),
-            deadline: Instant::now() + timeout,
-            served,
-        };
-        let new_instance = || NewInstance { store: self.sandbox(deployed, request_id).into_store(), pre: pre.clone() };
-        match shared.take(deployed.serial, job, new_instance) {
-            Ok(()) => Either::Right(async move {
-                match outcome.await {
-                    Ok(Served { result, cost, memory_exceeded }) => Finished {
-                        client_left: matches!(result, Ok(true)),
-                        result: result.map(drop),
-                        cost,
-                        memory_exceeded,
-                    },
-                    Err(_) => Finished {
-                        result: Err(wasmtime::Error::msg("its shared instance ended without an answer")),
-                        cost: Cost::default(),
-                        memory_exceeded: false,
-                        client_left: false,
-                    },
+        let (pooled, call, gone) = match &deployed.shared {
+            None => (true, call, gone),
+            Some(shared) => {
+                let (served, outcome) = oneshot::channel();
+                let timeout = Duration::from_millis(deployed.limits.timeout_ms);
+                let job = Job {
+                    request_id: request_id.clone(),
+                    request: call.request,
+                    respond: call.respond,
+                    body_done: gone,
+                    fuel: self.fuel_metering.then_some(deployed.limits.fuel),
+                    deadline: Instant::now() + timeout,
+                    served,
+                };
+                let new_instance =
+                    || NewInstance { store: self.sandbox(deployed, request_id).into_store(), pre: pre.clone() };
+                match shared.take(deployed.serial, job, new_instance) {
+                    Ok(()) => return Either::Right(finished_on_shared(outcome)),
+                    // No instance with room and no place for one: an
+                    // instance of its own, dropped afterwards.
+                    Err(job) => {
+                        let Job { request, respond, body_done, .. } = *job;
+                        (false, ServiceCall { request, respond }, body_done)
+                    }
                 }
-            }),
-            // No instance with room and no place for one: an instance of
-            // its own, dropped afterwards.
-            Err(job) => {
-                let call = ServiceCall { request: job.request, respond: job.respond };
-                let sandbox = self.sandbox(deployed, request_id);
-                Either::Left(run_alone(
-                    deployed.clone(),
-                    request_id.clone(),
-                    sandbox,
-                    pre.clone(),
-                    (call, None),
-                    None,
-                    job.body_done,
-                ))
             }
-        }
+        };
+        Either::Left(self.own_instance(deployed, request_id, pooled, pre.clone(), gone, |_, kept| (call, kept)))
+    }
+
+    /// Runs one call on an instance of its own: a kept one of its version
+    /// or a new one, kept afterwards, when `pooled`; else a new one,
+    /// dropped afterwards. `input` makes the call's input in its store.
+    fn own_instance<P>(
+        &self,
+        deployed: &Arc<Deployed>,
+        request_id: &Arc<str>,
+        pooled: bool,
+        pre: P,
+        gone: oneshot::Receiver<()>,
+        input: impl FnOnce(&mut Sandbox, Option<HttpInstance>) -> P::Input,
+    ) -> impl Future<Output = Finished> + Send + 'static
+    where
+        P: Call<Output = HttpInstance> + Send + Sync + 'static,
+    {
+        let (mut sandbox, kept, lease) = match pooled {
+            true => self.proxy_sandbox(deployed, request_id),
+            false => (self.sandbox(deployed, request_id), None, None),
+        };
+        let input = input(&mut sandbox, kept);
+        run_alone(deployed.clone(), request_id.clone(), sandbox, pre, input, lease, gone)
     }
 
     /// Runs a `wasi:http/proxy` component's `handle` for one request. The
@@ -368,31 +362,25 @@ impl Runtime {
                 Either::Left(self.run_service(&deployed, pre, &request_id, call, gone))
             }
             Prepared::Proxy(pre) => {
-                let (mut sandbox, kept, lease) = self.proxy_sandbox(&deployed, &request_id);
-                let call = sandbox.store().and_then(|store| {
-                    let mut http = store.data_mut().http();
-                    let request = http.new_incoming_request(Scheme::Http, request)?;
-                    let outparam = http.new_response_outparam_from_callback({
-                        let status = status.clone();
-                        move |response| {
-                            if let Ok(response) = response {
-                                status.store(response.status().as_u16(), Ordering::Relaxed);
-                                // The caller may have gone; the guest need not know.
-                                let _ = sender.send(response.map(GuestBody::P2));
+                let call = |sandbox: &mut Sandbox, kept| {
+                    let call = sandbox.store().and_then(|store| {
+                        let mut http = store.data_mut().http();
+                        let request = http.new_incoming_request(Scheme::Http, request)?;
+                        let outparam = http.new_response_outparam_from_callback({
+                            let status = status.clone();
+                            move |response| {
+                                if let Ok(response) = response {
+                                    status.store(response.status().as_u16(), Ordering::Relaxed);
+                                    // The caller may have gone; the guest need not know.
+                                    let _ = sender.send(response.map(GuestBody::P2));
+                                }
                             }
-                        }
-                    })?;
-                    Ok((request, outparam))
-                });
-                Either::Right(run_alone(
-                    deployed.clone(),
-                    request_id.clone(),
-                    sandbox,
-                    pre.clone(),
-                    (call, kept),
-                    lease,
-                    gone,
-                ))
+                        })?;
+                        Ok((request, outparam))
+                    });
+                    (call, kept)
+                };
+                Either::Right(self.own_instance(&deployed, &request_id, true, pre.clone(), gone, call))
             }
             Prepared::Handler(_) | Prepared::Connector(_) => return Err(deployed.wrong_world(World::WasiHttp)),
         };
@@ -467,6 +455,21 @@ impl Runtime {
                 }
             },
         }
+    }
+}
+
+/// How a request handed to a shared instance ended, once it has.
+async fn finished_on_shared(outcome: oneshot::Receiver<Served>) -> Finished {
+    match outcome.await {
+        Ok(Served { result, cost, memory_exceeded }) => {
+            Finished { client_left: matches!(result, Ok(true)), result: result.map(drop), cost, memory_exceeded }
+        }
+        Err(_) => Finished {
+            result: Err(wasmtime::Error::msg("its shared instance ended without an answer")),
+            cost: Cost::default(),
+            memory_exceeded: false,
+            client_left: false,
+        },
     }
 }
 

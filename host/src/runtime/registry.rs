@@ -167,6 +167,8 @@ pub(crate) enum Prepared {
 pub const HTTP_P2_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 /// The export a `wasi:http@0.3` component serves with.
 pub const HTTP_P3_EXPORT: &str = "wasi:http/handler@0.3";
+/// The world a `wasi:http` 0.3 component implements.
+const HTTP_P3_WORLD: &str = "wasi:http/service";
 
 impl Prepared {
     pub(crate) fn world(&self) -> World {
@@ -452,7 +454,8 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
         Some(header) if header == CORE_MODULE_HEADER => return Err(PrepareError::CoreModule),
         _ => return Err(PrepareError::NotWasm),
     }
-    let (engine, linker) = match (concurrent, exports_http_p3(&bytes)) {
+    let p3 = exports_http_p3(&bytes);
+    let (engine, linker) = match (concurrent, p3) {
         (Some(target), true) if source.world == World::WasiHttp => target,
         (_, true) if source.world != World::WasiHttp => {
             let detail = format!("it exports {HTTP_P3_EXPORT}.x, as a wasi-http component does");
@@ -497,9 +500,11 @@ pub(crate) async fn prepare(compiler: Compiler<'_>, source: &Source, bytes: Byte
     let compile_ms = started.elapsed().as_millis() as u64;
 
     let world = source.world;
+    // A 0.3 component is checked against the 0.3 world, and says so.
+    let wit_name = if p3 { HTTP_P3_WORLD } else { world.wit_name() };
     let pre = linker
         .instantiate_pre(&compiled)
-        .map_err(|err| PrepareError::WrongWorld { world: world.wit_name(), detail: format!("{err:#}") })
+        .map_err(|err| PrepareError::WrongWorld { world: wit_name, detail: format!("{err:#}") })
         .and_then(|pre| Prepared::new(world, &compiled, pre))?;
 
     let context = Arc::new(ComponentContext {

@@ -20,7 +20,7 @@
 //! allocator's slots from the invocations that need them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use wasmtime_wasi_http::p2::bindings::Proxy;
@@ -192,8 +192,7 @@ impl WarmPool {
         pool.started.increment(0);
         pool.retired.iter().for_each(|counter| counter.increment(0));
         pool.idle_gauge.set(0.0);
-        let period = Duration::from_millis((reuse.idle_timeout_ms / 2).clamp(10, 1_000));
-        tokio::spawn(sweep_while_alive(Arc::downgrade(&pool), period));
+        sweep_while_alive(&pool, reuse.idle_timeout_ms, WarmPool::sweep);
         pool
     }
 
@@ -326,14 +325,20 @@ impl WarmPool {
     }
 }
 
-async fn sweep_while_alive(pool: Weak<WarmPool>, period: Duration) {
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match pool.upgrade() {
-            Some(pool) => pool.sweep(),
-            None => return,
+/// Runs `sweep` on `pool` in the background, twice per `idle_timeout_ms`
+/// (within 10 ms and 1 s), until the pool is dropped.
+pub(crate) fn sweep_while_alive<P: Send + Sync + 'static>(pool: &Arc<P>, idle_timeout_ms: u64, sweep: fn(&P)) {
+    let period = Duration::from_millis((idle_timeout_ms / 2).clamp(10, 1_000));
+    let pool = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match pool.upgrade() {
+                Some(pool) => sweep(&pool),
+                None => return,
+            }
         }
-    }
+    });
 }

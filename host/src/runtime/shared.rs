@@ -37,9 +37,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -51,7 +51,7 @@ use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::outcome::{Cost, DeadlineExceeded, Outcome, classify};
-use super::reuse::{Lease, Retired, WarmPool};
+use super::reuse::{Lease, Retired, WarmPool, sweep_while_alive};
 use super::state::InvocationState;
 use crate::clock::SharedClock;
 use crate::config::ReuseConfig;
@@ -138,8 +138,7 @@ impl SharedPool {
             clock,
             listed: Mutex::new(Vec::new()),
         });
-        let period = Duration::from_millis((reuse.idle_timeout_ms / 2).clamp(10, 1_000));
-        tokio::spawn(sweep_while_alive(Arc::downgrade(&pool), period));
+        sweep_while_alive(&pool, reuse.idle_timeout_ms, SharedPool::sweep);
         pool
     }
 
@@ -252,18 +251,6 @@ impl SharedPool {
 fn unlist(worker: Listed, reason: Retired) {
     let mut unlisted = worker.load.unlisted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     unlisted.get_or_insert(reason);
-}
-
-async fn sweep_while_alive(pool: Weak<SharedPool>, period: Duration) {
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match pool.upgrade() {
-            Some(pool) => pool.sweep(),
-            None => return,
-        }
-    }
 }
 
 /// The task that owns one shared instance.
@@ -641,6 +628,7 @@ async fn watched<R>(run: impl Future<Output = R>, watch: &Mutex<Option<Instant>>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::time::Duration;
 
     fn entry(fuel: Option<u64>, deadline: Instant) -> Entry {
         Entry { served: oneshot::channel().0, fuel, charged: 0, deadline }
