@@ -8,6 +8,11 @@
 #       128 requests ([components.NAME.reuse] and --max-instance-reuse-count),
 #   (f) (b), (d) and (e) on hello-http-p3, the same hello as a wasi:http@0.3
 #       component (an async `handler` export writing its body from a task),
+#       and (g) both hosts letting one 0.3 instance serve up to 16 requests
+#       at once ([components.NAME.reuse] max_concurrent and
+#       --max-instance-concurrent-reuse-count). `wasmtime serve` is told the
+#       same reuse settings as Switchyard in each row: left to itself it
+#       reuses 0.3 instances, 16 requests at a time, even in the fresh row,
 # plus (b) with fuel metering off, metrics off and per-request logs off
 # (RUST_LOG=warn), and (b) with one dashboard open (a client reading
 # /admin/stats/stream throughout), all in one run with
@@ -60,7 +65,7 @@ trap cleanup EXIT
 
 variants=(axum switchyard-http switchyard-typed switchyard-http-nofuel switchyard-http-nometrics switchyard-http-nolog)
 variants+=(switchyard-http-invocations switchyard-http-dashboard switchyard-http-reuse)
-variants+=(switchyard-p3 switchyard-p3-reuse)
+variants+=(switchyard-p3 switchyard-p3-reuse switchyard-p3-shared)
 baseline="${BENCH_BASELINE:-}"
 if [ -n "$baseline" ]; then
     [ -x "$baseline" ] || { echo "BENCH_BASELINE=$baseline is not an executable" >&2; exit 1; }
@@ -72,15 +77,17 @@ fi
 wasmtime_version=""
 if command -v wasmtime >/dev/null; then
     wasmtime_version=$(wasmtime --version)
-    variants+=(wasmtime-serve wasmtime-serve-reuse wasmtime-serve-p3 wasmtime-serve-p3-reuse)
+    variants+=(wasmtime-serve wasmtime-serve-reuse wasmtime-serve-p3 wasmtime-serve-p3-reuse wasmtime-serve-p3-shared)
 else
     echo "no wasmtime on PATH: skipping 'wasmtime serve'" \
         "(install it with: cargo install wasmtime-cli --version 48.0.8 --locked)" >&2
 fi
 
 
-# Requests one instance serves in the reuse variants, on both hosts.
+# Requests one instance serves in the reuse variants, on both hosts, and
+# how many at once in the shared ones.
 reuse_count=128
+shared_count=16
 
 # The wasi:http component a variant serves: the 0.3 fixture for *-p3*.
 http_component() { # $1 = variant
@@ -95,6 +102,9 @@ switchyard_config() { # $1 = port, $2 = variant
         *-nometrics) metrics=false ;;
         *-reuse) reuse="[components.hello-http.reuse]
 max_requests = $reuse_count" ;;
+        *-shared) reuse="[components.hello-http.reuse]
+max_requests = $reuse_count
+max_concurrent = $shared_count" ;;
     esac
     cat <<TOML
 [server]
@@ -129,8 +139,12 @@ start() { # $1 = variant, $2 = port
             "$hello_axum" --listen "127.0.0.1:$2" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
         wasmtime-serve*)
-            local reuse=()
-            case "$1" in *-reuse) reuse=(--max-instance-reuse-count "$reuse_count") ;; esac
+            # Spelled out: its defaults for 0.3 are not those for 0.2.
+            local reuse=(--max-instance-reuse-count 1 --max-instance-concurrent-reuse-count 1)
+            case "$1" in
+                *-reuse) reuse=(--max-instance-reuse-count "$reuse_count" --max-instance-concurrent-reuse-count 1) ;;
+                *-shared) reuse=(--max-instance-reuse-count "$reuse_count" --max-instance-concurrent-reuse-count "$shared_count") ;;
+            esac
             wasmtime serve -S cli "${reuse[@]}" --addr "127.0.0.1:$2" "$(http_component "$1")" >/dev/null 2>&1 &
             pid=$!; url="http://127.0.0.1:$2/hello" ;;
         switchyard-* | baseline-*)
@@ -243,6 +257,8 @@ labels = {
     "wasmtime-serve-p3": "(f′) wasmtime serve, hello-http-p3",
     "switchyard-p3-reuse": "(f) Switchyard, hello-http-p3, instances reused",
     "wasmtime-serve-p3-reuse": "(f′) wasmtime serve, hello-http-p3, instances reused",
+    "switchyard-p3-shared": "(g) Switchyard, hello-http-p3, up to 16 requests at once per instance",
+    "wasmtime-serve-p3-shared": "(g′) wasmtime serve, hello-http-p3, up to 16 requests at once per instance",
     "switchyard-http-nofuel": "(b) with fuel metering off",
     "switchyard-http-nometrics": "(b) with metrics off",
     "switchyard-http-nolog": "(b) with logs off (RUST_LOG=warn)",
@@ -260,7 +276,11 @@ print(f"wrk, {threads} thread, {connections} connections, {duration} per run, me
 if wasmtime_version: print(f"`{wasmtime_version}`.")
 print()
 # Each row is compared with wasmtime serve under the same reuse settings.
-peer = {n: ("wasmtime-serve-p3" if "-p3" in n else "wasmtime-serve") + ("-reuse" if n.endswith("-reuse") else "") for n in labels}
+peer = {
+    n: ("wasmtime-serve-p3" if "-p3" in n else "wasmtime-serve")
+    + next((s for s in ("-reuse", "-shared") if n.endswith(s)), "")
+    for n in labels
+}
 print("| server | req/s | p50 | p99 | vs (a) | vs wasmtime serve, same reuse | server CPU per request | errors | runs (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for n in labels:
@@ -275,6 +295,7 @@ for ours, theirs, what, vs_peer, vs_axum in (
     # No goal is set for 0.3 yet: the figures are reported as they are.
     ("switchyard-p3", "wasmtime-serve-p3", "hello-http-p3, a fresh instance per request", None, None),
     ("switchyard-p3-reuse", "wasmtime-serve-p3-reuse", f"hello-http-p3, instances reused ({reuse_count} requests each)", None, None),
+    ("switchyard-p3-shared", "wasmtime-serve-p3-shared", f"hello-http-p3, instances shared (up to 16 requests at once, {reuse_count} each)", None, None),
 ):
     b = med.get(ours)
     if not b: continue
