@@ -143,6 +143,11 @@ bench-orders: components
     cargo build --release -p switchyard -p switchyard-loadtests --bins
     loadtests/bench/orders-compare.sh
 
+# GET /orders/{id} and POST /orders at once, GETs reading first or beginning as writers, same run (needs wrk).
+bench-reads: components
+    cargo build --release -p switchyard
+    loadtests/bench/reads.sh
+
 # Requests/s of a trivial route with metrics on vs off, same run (needs wrk).
 bench-metrics: components
     cargo build --release -p switchyard

@@ -488,6 +488,11 @@ pub struct RuntimeConfig {
     /// (only deadlines and memory limits bound it) and reports no fuel; only
     /// to measure what metering costs.
     pub fuel_metering: bool,
+    /// GET and HEAD invocations of handlers begin as read transactions,
+    /// becoming writers at their first write (`db/unit_of_work.rs`). Off,
+    /// every invocation begins as a writer; only to measure what reading
+    /// first saves.
+    pub read_first: bool,
     /// Nice value (0–19) of the threads that compile a deploy: above
     /// serving's 0, a compile takes only the CPU serving leaves; 0 compiles
     /// at serving's priority (faster deploys, slower requests meanwhile).
@@ -496,7 +501,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { fuel_metering: true, compile_niceness: 10 }
+        Self { fuel_metering: true, read_first: true, compile_niceness: 10 }
     }
 }
 

@@ -48,6 +48,8 @@ impl From<DbError> for KvError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::NotACounter { .. } | DbError::Overflow { .. } => KvError::Other(err.to_string()),
+            // Stops the guest: the invoker runs the request again.
+            DbError::Conflict => KvError::Trap(wasmtime::Error::new(err)),
             // A failing database fails the invocation: its transaction is
             // unusable, so the guest must not carry on as if it were.
             DbError::Sqlx(e) => KvError::Trap(wasmtime::Error::msg(format!("key-value store failed: {e}"))),

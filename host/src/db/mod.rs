@@ -44,6 +44,8 @@ pub enum DbError {
     NotACounter { key: String },
     #[error("counter under {key:?} would overflow")]
     Overflow { key: String },
+    #[error("what this invocation read changed before its first write; it runs again")]
+    Conflict,
 }
 
 /// Which SQL dialect the pool speaks.

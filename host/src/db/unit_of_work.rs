@@ -6,6 +6,17 @@
 //! invoker commits it when the component answered below 400 and drops it
 //! (rolling back) otherwise.
 //!
+//! A unit of work made to read first ([`UnitOfWork::reading_first`], for
+//! requests whose method is safe: GET, HEAD) begins as a plain read
+//! transaction, without SQLite's write permit and without PostgreSQL's row
+//! locks, so reads run beside writers instead of queueing behind them. At
+//! its first write it becomes a write transaction: it takes the permit (or
+//! the locks) then, reads again what it read, and goes on only if all of it
+//! is unchanged, as if every read had happened at that moment. If anything
+//! changed, the write fails with [`DbError::Conflict`] and the unit of work
+//! is marked [`UnitOfWork::conflicted`]; the invoker then runs the request
+//! again as a writer from the start.
+//!
 //! Outbox messages are written in batches, one multi-row `INSERT` each: at
 //! commit, or sooner when enough are waiting. The guest cannot read them
 //! back, so holding them costs nothing but the memory, which is bounded;
@@ -39,6 +50,14 @@ struct Waiting {
     at: i64,
 }
 
+/// A read made before the first write, to be made again when it comes.
+#[derive(Debug, PartialEq)]
+enum Read {
+    Get { bucket: String, key: String, value: Option<Vec<u8>> },
+    Exists { bucket: String, key: String, found: bool },
+    Keys { bucket: String, cursor: u64, keys: Vec<String> },
+}
+
 pub struct UnitOfWork {
     db: Database,
     /// Every key and message is namespaced by the component that wrote it.
@@ -46,6 +65,14 @@ pub struct UnitOfWork {
     /// Kept on outbox rows so delivery logs can be tied to the request.
     request_id: Arc<str>,
     tx: Option<Transaction<'static, Any>>,
+    /// Whether `tx` may write (else it is a read transaction).
+    writing: bool,
+    /// Whether it begins as a read transaction.
+    read_first: bool,
+    /// What the read transaction read, checked again at the first write.
+    reads: Vec<Read>,
+    /// Set when what it read had changed by its first write.
+    conflicted: bool,
     /// Held for the life of a SQLite transaction: see `Database::write_gate`.
     _write_permit: Option<OwnedSemaphorePermit>,
     /// Messages enqueued so far; a commit after any wakes the dispatchers.
@@ -62,6 +89,10 @@ impl UnitOfWork {
             component,
             request_id,
             tx: None,
+            writing: false,
+            read_first: false,
+            reads: Vec::new(),
+            conflicted: false,
             _write_permit: None,
             enqueued: 0,
             waiting: Vec::new(),
@@ -74,40 +105,122 @@ impl UnitOfWork {
         Self::new(self.db.clone(), self.component.clone(), request_id)
     }
 
-    async fn tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
+    /// Makes it begin as a read transaction (see the module's doc).
+    pub fn reading_first(mut self) -> Self {
+        self.read_first = true;
+        self
+    }
+
+    /// Whether what it read had changed by its first write: its work must
+    /// be discarded and done again.
+    pub fn conflicted(&self) -> bool {
+        self.conflicted
+    }
+
+    /// The transaction, for a read: begun as a read transaction when the
+    /// unit of work reads first, else as a write transaction.
+    async fn read_tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
         if self.tx.is_none() {
-            self._write_permit = self.db.write_permit().await?;
-            let tx = match self.db.backend {
-                // IMMEDIATE takes the write lock up front: a deferred
-                // transaction that reads and then writes can fail with
-                // SQLITE_BUSY instead of waiting.
-                Backend::Sqlite => self.db.begin(Some("BEGIN IMMEDIATE")).await?,
-                Backend::Postgres => self.db.begin(None).await?,
-            };
-            self.tx = Some(tx);
+            if self.read_first {
+                // Deferred on SQLite: no lock until something is read, and
+                // then a snapshot that writers do not wait for.
+                self.tx = Some(self.db.begin(None).await?);
+            } else {
+                self.begin_writing().await?;
+            }
         }
+        self.current()
+    }
+
+    /// The transaction, for a write: a read transaction becomes a write
+    /// transaction first, as long as what it read is unchanged.
+    async fn write_tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
+        if self.conflicted {
+            return Err(DbError::Conflict);
+        }
+        if !self.writing {
+            if let Some(read) = self.tx.take() {
+                read.rollback().await?;
+            }
+            self.begin_writing().await?;
+            for read in std::mem::take(&mut self.reads) {
+                if self.read_again(&read).await? != read {
+                    self.conflicted = true;
+                    return Err(DbError::Conflict);
+                }
+            }
+        }
+        self.current()
+    }
+
+    async fn begin_writing(&mut self) -> Result<(), DbError> {
+        self._write_permit = self.db.write_permit().await?;
+        let tx = match self.db.backend {
+            // IMMEDIATE takes the write lock up front: a deferred
+            // transaction that reads and then writes can fail with
+            // SQLITE_BUSY instead of waiting.
+            Backend::Sqlite => self.db.begin(Some("BEGIN IMMEDIATE")).await?,
+            Backend::Postgres => self.db.begin(None).await?,
+        };
+        self.tx = Some(tx);
+        self.writing = true;
+        Ok(())
+    }
+
+    fn current(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
         match self.tx.as_mut() {
             Some(tx) => Ok(tx),
             None => Err(DbError::Sqlx(sqlx::Error::PoolClosed)),
         }
     }
 
+    /// Makes `read` again in the write transaction, locking what it reads.
+    async fn read_again(&mut self, read: &Read) -> Result<Read, DbError> {
+        Ok(match read {
+            Read::Get { bucket, key, .. } => {
+                Read::Get { bucket: bucket.clone(), key: key.clone(), value: self.get(bucket, key).await? }
+            }
+            Read::Exists { bucket, key, .. } => {
+                Read::Exists { bucket: bucket.clone(), key: key.clone(), found: self.exists(bucket, key).await? }
+            }
+            Read::Keys { bucket, cursor, .. } => {
+                Read::Keys { bucket: bucket.clone(), cursor: *cursor, keys: self.keys(bucket, *cursor).await? }
+            }
+        })
+    }
+
     /// `FOR UPDATE` on PostgreSQL: a read inside a unit of work is usually
     /// followed by a write of the same key (stock reservation), and the row
     /// lock keeps concurrent invocations from both reading the old value.
-    /// SQLite transactions are already serialised.
+    /// SQLite transactions are already serialised. A read transaction locks
+    /// nothing: its reads are checked again when it first writes.
     fn lock_clause(&self) -> &'static str {
         match self.db.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
+            // Decided before the transaction begins: a unit of work that
+            // does not read first begins as a writer.
+            Backend::Postgres if self.writing || !self.read_first => " FOR UPDATE",
+            Backend::Postgres | Backend::Sqlite => "",
+        }
+    }
+
+    /// Keeps `read` to check again at the first write, while reading first.
+    fn remember(&mut self, read: Read) {
+        if !self.writing {
+            self.reads.push(read);
         }
     }
 
     pub async fn kv_get(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let value = self.get(bucket, key).await?;
+        self.remember(Read::Get { bucket: bucket.to_owned(), key: key.to_owned(), value: value.clone() });
+        Ok(value)
+    }
+
+    async fn get(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
         let sql =
             format!("SELECT value FROM kv WHERE component = $1 AND bucket = $2 AND key = $3{}", self.lock_clause());
         let component = self.component.clone();
-        let tx = self.tx().await?;
+        let tx = self.read_tx().await?;
         let value = sqlx::query_scalar::<_, Vec<u8>>(&sql)
             .bind(&*component)
             .bind(bucket)
@@ -119,7 +232,7 @@ impl UnitOfWork {
 
     pub async fn kv_set(&mut self, bucket: &str, key: &str, value: &[u8]) -> Result<(), DbError> {
         let component = self.component.clone();
-        let tx = self.tx().await?;
+        let tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO kv (component, bucket, key, value) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value",
@@ -135,7 +248,7 @@ impl UnitOfWork {
 
     pub async fn kv_delete(&mut self, bucket: &str, key: &str) -> Result<(), DbError> {
         let component = self.component.clone();
-        let tx = self.tx().await?;
+        let tx = self.write_tx().await?;
         sqlx::query("DELETE FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
             .bind(&*component)
             .bind(bucket)
@@ -146,8 +259,14 @@ impl UnitOfWork {
     }
 
     pub async fn kv_exists(&mut self, bucket: &str, key: &str) -> Result<bool, DbError> {
+        let found = self.exists(bucket, key).await?;
+        self.remember(Read::Exists { bucket: bucket.to_owned(), key: key.to_owned(), found });
+        Ok(found)
+    }
+
+    async fn exists(&mut self, bucket: &str, key: &str) -> Result<bool, DbError> {
         let component = self.component.clone();
-        let tx = self.tx().await?;
+        let tx = self.read_tx().await?;
         let found =
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
                 .bind(&*component)
@@ -160,9 +279,22 @@ impl UnitOfWork {
 
     /// One page of keys in key order, and the cursor of the next page.
     pub async fn kv_list_keys(&mut self, bucket: &str, cursor: u64) -> Result<(Vec<String>, Option<u64>), DbError> {
+        let mut keys = self.keys(bucket, cursor).await?;
+        self.remember(Read::Keys { bucket: bucket.to_owned(), cursor, keys: keys.clone() });
+        let page = LIST_PAGE as usize;
+        if keys.len() > page {
+            keys.truncate(page);
+            Ok((keys, Some(cursor + LIST_PAGE as u64)))
+        } else {
+            Ok((keys, None))
+        }
+    }
+
+    /// A page of keys from `cursor`, and the first key of the next page.
+    async fn keys(&mut self, bucket: &str, cursor: u64) -> Result<Vec<String>, DbError> {
         let component = self.component.clone();
         let offset = i64::try_from(cursor).unwrap_or(i64::MAX);
-        let tx = self.tx().await?;
+        let tx = self.read_tx().await?;
         let keys = sqlx::query_scalar::<_, String>(
             "SELECT key FROM kv WHERE component = $1 AND bucket = $2 ORDER BY key LIMIT $3 OFFSET $4",
         )
@@ -172,14 +304,7 @@ impl UnitOfWork {
         .bind(offset)
         .fetch_all(&mut **tx)
         .await?;
-        let page = LIST_PAGE as usize;
-        if keys.len() > page {
-            let mut keys = keys;
-            keys.truncate(page);
-            Ok((keys, Some(cursor + LIST_PAGE as u64)))
-        } else {
-            Ok((keys, None))
-        }
+        Ok(keys)
     }
 
     /// Adds `delta` to the decimal counter under `key` (missing = 0) and
@@ -222,7 +347,7 @@ impl UnitOfWork {
         };
         let delta_value = delta.to_string();
         let backend = self.db.backend;
-        let tx = self.tx().await?;
+        let tx = self.write_tx().await?;
         let query = sqlx::query_scalar::<_, String>(sql).bind(&*component).bind(bucket).bind(key);
         let query = match backend {
             Backend::Postgres => query.bind(delta_value),
@@ -312,7 +437,7 @@ impl UnitOfWork {
                 .bind(&row.metadata)
                 .bind(row.at);
         }
-        let tx = self.tx().await?;
+        let tx = self.write_tx().await?;
         query.execute(&mut **tx).await?;
         Ok(())
     }
@@ -320,7 +445,15 @@ impl UnitOfWork {
     /// Makes every write of the invocation durable.
     pub async fn commit(mut self) -> Result<(), DbError> {
         self.write_waiting().await?;
+        if self.conflicted {
+            return Err(DbError::Conflict);
+        }
         if let Some(tx) = self.tx.take() {
+            // A read transaction has nothing to make durable.
+            if !self.writing {
+                tx.rollback().await?;
+                return Ok(());
+            }
             tx.commit().await?;
             if self.enqueued > 0 {
                 self.db.signal_outbox();

@@ -14,6 +14,7 @@ use super::registry::Prepared;
 use super::state::InvocationState;
 use crate::capabilities::bindings::{HandlerPre, types};
 use crate::config::World;
+use crate::telemetry::metrics::INVOCATION_RERUNS;
 
 /// A request as the host routes it to a handler.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +84,29 @@ impl Runtime {
             params: request.params,
             body: request.body,
         };
-        let execution = self.sandbox(&deployed, &request_id).execute(pre, request).await;
+        // A safe method reads first: no write permit or row locks unless it
+        // writes (`db/unit_of_work.rs`).
+        let read_first = self.read_first && matches!(request.method.as_str(), "GET" | "HEAD");
+        let again = read_first.then(|| request.clone());
+        let mut sandbox = self.sandbox(&deployed, &request_id);
+        if read_first && let Ok(store) = sandbox.store() {
+            let state = store.data_mut();
+            state.unit_of_work = state.unit_of_work.renewed(request_id.clone()).reading_first();
+        }
+        let mut execution = sandbox.execute(pre, request).await;
+        if let Some(request) = again
+            && execution.unit_of_work.as_ref().is_some_and(|unit| unit.conflicted())
+        {
+            // What it read changed before its first write: its work is
+            // discarded, and it runs again as a writer from the start.
+            let _ = settle(execution.unit_of_work.take(), false, component, &request_id).await;
+            self.metrics.counter(INVOCATION_RERUNS, &[("component", component)]).increment(1);
+            tracing::debug!(component, request_id = &*request_id, "what it read changed before it wrote; run again");
+            let first = execution.cost;
+            execution = self.sandbox(&deployed, &request_id).execute(pre, request).await;
+            execution.cost.fuel_consumed += first.fuel_consumed;
+            execution.cost.memory_peak = execution.cost.memory_peak.max(first.memory_peak);
+        }
         let (outcome, response) = match execution.result {
             Ok(response) if !(100..=599).contains(&response.status) => {
                 tracing::warn!(

@@ -80,6 +80,8 @@ pub struct Runtime {
     compiled: Arc<compiled::CompiledCache>,
     /// Whether stores get fuel (`[runtime] fuel_metering`).
     fuel_metering: bool,
+    /// Whether GET and HEAD invocations read first (`[runtime] read_first`).
+    read_first: bool,
     /// One per component, kept across versions: a new build of a failing
     /// component does not reset what its callers have seen.
     breakers: HashMap<String, Arc<CircuitBreaker>>,
@@ -196,6 +198,7 @@ impl Runtime {
             proxy_linker,
             concurrent,
             fuel_metering,
+            read_first: config.runtime.read_first,
             registry: Registry::default(),
             outbound: outbound::OutboundClient::new(),
             breakers,

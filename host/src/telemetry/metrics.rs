@@ -24,6 +24,7 @@ pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
 pub const INVOCATIONS: &str = "component_invocations_total";
 pub const INVOCATION_DURATION: &str = "component_invocation_duration_seconds";
 pub const FUEL_CONSUMED: &str = "component_fuel_consumed_total";
+pub const INVOCATION_RERUNS: &str = "component_invocation_reruns_total";
 pub const FUEL_PER_INVOCATION: &str = "component_fuel_per_invocation";
 pub const MEMORY_PEAK: &str = "component_memory_peak_bytes";
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
@@ -351,6 +352,10 @@ fn describe() {
     );
     describe_histogram!(INVOCATION_DURATION, "Component invocation latency (instantiate and call), in seconds.");
     describe_counter!(FUEL_CONSUMED, "Fuel consumed by a component's invocations.");
+    describe_counter!(
+        INVOCATION_RERUNS,
+        "Invocations run again because what they read changed before their first write."
+    );
     describe_histogram!(FUEL_PER_INVOCATION, "Fuel consumed per invocation.");
     describe_gauge!(MEMORY_PEAK, "Largest linear memory an instance of the component grew to, in bytes.");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 open, 2 half-open.");
