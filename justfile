@@ -143,9 +143,9 @@ bench-orders: components
     cargo build --release -p switchyard -p switchyard-loadtests --bins
     loadtests/bench/orders-compare.sh
 
-# GET /orders/{id} and POST /orders at once, GETs reading first or beginning as writers, same run (needs wrk).
+# GET /orders/{id} (wrk) beside orders at a fixed rate, GETs reading first or beginning as writers, same run.
 bench-reads: components
-    cargo build --release -p switchyard
+    cargo build --release -p switchyard -p switchyard-loadtests --bin switchyard --bin loadtest
     loadtests/bench/reads.sh
 
 # Requests/s of a trivial route with metrics on vs off, same run (needs wrk).
