@@ -182,12 +182,15 @@ for (db, variant), rs in sorted(runs.items()):
     errors = sum(r[7] for r in rs)
     print(f"| {db} | {variant} | {m[0]:,.0f} | {m[1] / 1000:.2f} ms | {m[2] / 1000:.2f} ms | {m[3]:,.0f} | {m[4]:.2f} ms | {m[5]:.2f} ms | {m[6]:.2f} ms | {m[8]:.0f} µs | {errors} |")
 print()
-for db in sorted({db for db, _ in runs}):
-    new, old = by_round.get((db, "read-first"), {}), by_round.get((db, "write-first"), {})
-    pairs = [(new[r], old[r]) for r in new if r in old]
-    if not pairs:
-        continue
-    change = lambda i: statistics.median(100 * (a[i] - b[i]) / b[i] for a, b in pairs)
+def changes(rounds_of):
+    """Per database, the change (%) of column i reading first against
+    beginning as a writer: the median of per-round pairs."""
+    for db in sorted({db for db, _ in rounds_of}):
+        new, old = rounds_of.get((db, "read-first"), {}), rounds_of.get((db, "write-first"), {})
+        pairs = [(new[r], old[r]) for r in new if r in old]
+        if pairs:
+            yield db, lambda i, pairs=pairs: statistics.median(100 * (a[i] - b[i]) / b[i] for a, b in pairs)
+for db, change in changes(by_round):
     print(f"- {db}, reading first against beginning as a writer (median of per-round pairs): GET req/s {change(0):+.1f} %, "
           f"GET p99 {change(2):+.1f} %, order p95 {change(5):+.1f} %, CPU per request {change(8):+.1f} %")
 if any(r[7] for rs in runs.values() for r in rs):
@@ -208,12 +211,7 @@ for (db, variant), rs in sorted(mixed.items()):
     m = [statistics.median(r[i] for r in rs) for i in range(7)]
     print(f"| {db} | {variant} | {m[0]:,.0f} | {m[1]:.2f} ms | {m[2]:.2f} ms | {m[3]:.2f} ms | {m[4]:.2f} ms | {m[6]:.0f} µs | {sum(r[5] for r in rs):.0f} |")
 print()
-for db in sorted({db for db, _ in mixed}):
-    new, old = mixed_rounds.get((db, "read-first"), {}), mixed_rounds.get((db, "write-first"), {})
-    pairs = [(new[r], old[r]) for r in new if r in old]
-    if not pairs:
-        continue
-    change = lambda i: statistics.median(100 * (a[i] - b[i]) / b[i] for a, b in pairs)
+for db, change in changes(mixed_rounds):
     print(f"- {db}, mixed, reading first against beginning as a writer (median of per-round pairs): p95 {change(1):+.1f} %, "
           f"GET p95 {change(3):+.1f} %, order p95 {change(4):+.1f} %, CPU per request {change(6):+.1f} %")
 PY
