@@ -311,3 +311,34 @@ async fn handler_breaker_answers_503_without_instantiating() {
     assert_eq!(host.runtime.breaker("trap").unwrap().state(), BreakerState::Closed);
     host.stop().await;
 }
+
+/// Four deliveries at a time, so one slow delivery would hold up a batch.
+const FOUR_AT_ONCE: Delivery = Delivery::Simulator { dispatch: true, concurrency: 4 };
+
+/// A slow delivery holds back only itself: the messages claimed with it are
+/// delivered and settled while it is still on its way.
+async fn slow_delivery(host: &TestHost) {
+    let simulator = host.simulator.as_ref().expect("simulator");
+    // Slow, but within the connectors' 2 s transport timeout.
+    simulator.slow_recipients(Some(("slow@".into(), 1_500))).expect("slow");
+    let mut unit = host.db.unit_of_work(Arc::from("order-handler"), Arc::from("test-request"));
+    for i in 0..31 {
+        let recipient = if i == 0 { "slow@example.com".to_owned() } else { format!("fast{i}@example.com") };
+        let message = NewMessage { recipient, subject: Some("hello".into()), body: "hi".into(), metadata: vec![] };
+        unit.enqueue("email", message).await.expect("enqueue");
+    }
+    unit.commit().await.expect("commit");
+    let delivered = || async {
+        let rows = host.db.outbox_recent(Some("DELIVERED"), Some("email"), 100).await.expect("outbox");
+        let slow = rows.iter().any(|m| m.recipient.starts_with("slow@"));
+        (rows.len() - usize::from(slow), slow)
+    };
+    common::eventually(
+        "the fast messages delivered while the slow one is on its way",
+        Duration::from_secs(10),
+        || async { delivered().await == (30, false) },
+    )
+    .await;
+    host.settle("the slow message delivered too", || async { delivered().await == (30, true) }).await;
+}
+on_both_backends!(a_slow_delivery_holds_back_only_itself, slow_delivery, FOUR_AT_ONCE);

@@ -196,6 +196,8 @@ struct Faults {
     latency: Duration,
     /// Recipients containing this are refused permanently.
     reject: Option<String>,
+    /// Deliveries to recipients containing this wait this long more.
+    slow: Option<(String, Duration)>,
 }
 
 #[derive(Clone, Copy)]
@@ -357,6 +359,18 @@ impl Simulator {
         tracing::info!(latency_ms = ms, "latency set");
     }
 
+    /// Delays, by `ms` milliseconds more than the latency, deliveries whose
+    /// recipient contains `pattern`: one slow message among fast ones.
+    /// `None` stops it.
+    pub fn slow_recipients(&self, slow: Option<(String, u64)>) -> Result<(), ControlError> {
+        if slow.as_ref().is_some_and(|(pattern, _)| pattern.is_empty()) {
+            return Err(ControlError::EmptyPattern);
+        }
+        tracing::info!(pattern = slow.as_ref().map_or("", |(p, _)| p.as_str()), "slow pattern set");
+        self.lock().faults.slow = slow.map(|(pattern, ms)| (pattern, Duration::from_millis(ms)));
+        Ok(())
+    }
+
     /// Refuses, with a permanent 422, deliveries whose recipient contains
     /// `pattern` (the `to` of email and SMS, the path of a webhook). `None`
     /// stops rejecting.
@@ -420,11 +434,15 @@ impl Simulator {
 
     /// Counts a delivery request as it arrives, before any latency, so a
     /// snapshot shows requests still in flight, and returns the latency to
-    /// add, which is then slept out without the lock.
-    fn arrive(&self) -> Duration {
+    /// add for `recipient`, which is then slept out without the lock.
+    fn arrive(&self, recipient: Option<&str>) -> Duration {
         let mut state = self.lock();
         state.ledger.requests += 1;
-        state.faults.latency
+        let slow = match (&state.faults.slow, recipient) {
+            (Some((pattern, extra)), Some(recipient)) if recipient.contains(pattern.as_str()) => *extra,
+            _ => Duration::ZERO,
+        };
+        state.faults.latency + slow
     }
 
     /// Decides and records the answer to one delivery, in the documented

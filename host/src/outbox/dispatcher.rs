@@ -1,23 +1,30 @@
 //! The dispatcher: one worker per connector, so one connector's backlog or
 //! outage never holds up another's messages.
 //!
-//! Each round a worker claims a batch of due PENDING messages under a lease,
-//! delivers them concurrently through the connector component (fresh Store,
-//! fuel, deadline, breaker — the handlers' invoke path), and settles the
-//! whole batch in one transaction: DELIVERED with the receipt, a retry
-//! scheduled with capped exponential backoff and full jitter, or DEAD after
-//! `max_attempts` or a permanent error. While the connector's breaker is
-//! open nothing is claimed or attempted and attempts are not counted. A
-//! worker that dies holding a claim loses it when the lease expires.
-//! Workers sleep until new messages commit, the poll interval passes, or
-//! they are stopped; a stop lets the current batch finish first.
+//! A worker claims due PENDING messages in batches under a lease and
+//! delivers them through the connector component (fresh Store, fuel,
+//! deadline, breaker — the handlers' invoke path), `concurrency` at a time.
+//! Deliveries are settled as they complete, a group at a time in one
+//! statement: DELIVERED with the receipt, a retry scheduled with capped
+//! exponential backoff and full jitter, or DEAD after `max_attempts` or a
+//! permanent error. The next batch is claimed as soon as every message of
+//! the last one has started, so a slow delivery holds back only itself.
+//! While the connector's breaker is open nothing is claimed or attempted
+//! and attempts are not counted. A worker that dies holding a claim loses
+//! it when the lease expires. Workers sleep until new messages commit, the
+//! poll interval passes, or they are stopped; a stop claims nothing more
+//! and lets the deliveries already claimed finish first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{DeliveryTallies, backoff};
 use crate::clock::SharedClock;
@@ -131,9 +138,7 @@ impl Worker {
             "dispatcher started"
         );
         while !*stop.borrow() {
-            let wait = match self.round(&mut rng).await {
-                // A full batch: more may be due right away.
-                Ok(Round::Full) => continue,
+            let wait = match self.round(&mut rng, &stop).await {
                 Ok(Round::Drained) => poll,
                 Ok(Round::BreakerOpen { retry_after_ms }) => {
                     poll.min(Duration::from_millis(u64::try_from(retry_after_ms).unwrap_or(0).max(1)))
@@ -152,63 +157,112 @@ impl Worker {
         tracing::info!(connector = self.connector, "dispatcher stopped");
     }
 
-    /// Claims, delivers and settles one batch.
-    async fn round(&self, rng: &mut fastrand::Rng) -> anyhow::Result<Round> {
-        if let Some(retry_after_ms) = self.runtime.breaker(&self.component).and_then(|b| b.open_remaining_ms()) {
+    /// Claims, delivers and settles until nothing more is due, the breaker
+    /// refuses, or the worker is stopped.
+    async fn round(&self, rng: &mut fastrand::Rng, stop: &watch::Receiver<bool>) -> anyhow::Result<Round> {
+        if let Some(retry_after_ms) = self.breaker_open() {
             // Messages stay PENDING and unclaimed; nothing is attempted.
             return Ok(Round::BreakerOpen { retry_after_ms });
         }
-        let now = self.clock.now_millis();
-        let lease_until = now + i64::try_from(self.outbox.lease_ms).unwrap_or(i64::MAX / 2);
+        let concurrency = (self.outbox.concurrency as usize).max(1);
         let batch = i64::from(self.outbox.batch_size);
-        let claimed = self.db.outbox_claim(&self.connector, &self.owner, now, lease_until, batch).await?;
-        if claimed.is_empty() {
-            return Ok(Round::Drained);
-        }
-        let full = claimed.len() as i64 == batch;
-        let results: Vec<(ClaimedMessage, Delivery)> = futures::stream::iter(claimed)
-            .map(|message| async move {
-                let delivery = self.deliver(&message).await;
-                (message, delivery)
-            })
-            .buffer_unordered(self.outbox.concurrency as usize)
-            .collect()
-            .await;
-
-        let now = self.clock.now_millis();
+        let mut waiting = VecDeque::new();
+        // Each delivery is a task of its own, so deliveries go on while
+        // the worker claims or settles.
+        let mut running = FuturesUnordered::new();
+        let mut finished = Vec::new();
+        // Whether a claim may find more; a claim that is not full says no.
+        let mut more = true;
         let mut retry_after = None;
-        let settlements: Vec<Settlement> = results
-            .into_iter()
-            .map(|(message, delivery)| {
-                if let Delivery::Rejected { retry_after_ms } = delivery {
-                    retry_after = Some(retry_after_ms);
+        loop {
+            if waiting.is_empty() && more && retry_after.is_none() && !*stop.borrow() {
+                match self.breaker_open() {
+                    Some(retry_after_ms) => retry_after = Some(retry_after_ms),
+                    None => {
+                        let now = self.clock.now_millis();
+                        let lease_until = now + i64::try_from(self.outbox.lease_ms).unwrap_or(i64::MAX / 2);
+                        let claimed =
+                            self.db.outbox_claim(&self.connector, &self.owner, now, lease_until, batch).await?;
+                        more = claimed.len() as i64 == batch;
+                        waiting.extend(claimed);
+                    }
                 }
-                self.settlement(message, delivery, now, rng)
-            })
-            .collect();
-        self.db.outbox_settle(&self.owner, now, &settlements).await?;
+            }
+            while running.len() < concurrency
+                && let Some(message) = waiting.pop_front()
+            {
+                running.push(self.start_delivery(message));
+            }
+            let Some(delivered) = running.next().await else { break };
+            let (message, delivery) = match delivered {
+                Ok(delivered) => delivered,
+                Err(err) => {
+                    // Its message stays claimed, and is due again when the
+                    // lease runs out.
+                    tracing::error!(connector = self.connector, error = %err, "a delivery task failed");
+                    continue;
+                }
+            };
+            if let Delivery::Rejected { retry_after_ms } = delivery {
+                // The breaker opened: what is still waiting goes back.
+                retry_after = Some(retry_after_ms);
+            }
+            finished.push(self.settlement(message, delivery, self.clock.now_millis(), rng));
+            // A group at a time while more waits to start; once nothing
+            // does, each as it ends, so none waits for a slow one.
+            if finished.len() >= concurrency || waiting.is_empty() {
+                self.settle(&mut finished, &mut waiting, retry_after.is_some()).await?;
+            }
+        }
+        self.settle(&mut finished, &mut waiting, retry_after.is_some()).await?;
         Ok(match retry_after {
             Some(retry_after_ms) => Round::BreakerOpen { retry_after_ms },
-            None if full => Round::Full,
             None => Round::Drained,
         })
     }
 
-    async fn deliver(&self, message: &ClaimedMessage) -> Delivery {
-        let attempt = u32::try_from(message.attempts + 1).unwrap_or(u32::MAX);
-        let envelope = Envelope {
-            id: message.id.clone(),
-            attempt,
-            recipient: message.recipient.clone(),
-            subject: message.subject.clone(),
-            body: message.body.clone(),
-            metadata: message.metadata.clone(),
-        };
-        let request_id: Arc<str> = Arc::from(message.request_id.as_str());
-        match self.runtime.invoke_connector(&self.component, request_id, envelope).await {
-            Ok(attempted) => attempted.delivery,
-            Err(err) => Delivery::Retryable(err.to_string()),
+    /// How long the connector's breaker stays open, if it is.
+    fn breaker_open(&self) -> Option<i64> {
+        self.runtime.breaker(&self.component).and_then(|b| b.open_remaining_ms())
+    }
+
+    /// Starts one delivery in a task of its own.
+    fn start_delivery(&self, message: ClaimedMessage) -> JoinHandle<(ClaimedMessage, Delivery)> {
+        let (runtime, component) = (self.runtime.clone(), self.component.clone());
+        tokio::spawn(
+            async move {
+                let delivery = deliver(&runtime, &component, &message).await;
+                (message, delivery)
+            }
+            .in_current_span(),
+        )
+    }
+
+    /// Writes the settlements of `finished` deliveries in one statement;
+    /// with `release`, the claimed messages still `waiting` go back to
+    /// PENDING unattempted too.
+    async fn settle(
+        &self,
+        finished: &mut Vec<Settlement>,
+        waiting: &mut VecDeque<ClaimedMessage>,
+        release: bool,
+    ) -> anyhow::Result<()> {
+        if release {
+            for message in waiting.drain(..) {
+                self.count(DeliveryOutcome::SkippedOpenBreaker);
+                finished.push(Settlement::Release { id: message.id });
+            }
         }
+        if !finished.is_empty() {
+            self.db.outbox_settle(&self.owner, self.clock.now_millis(), finished).await?;
+            finished.clear();
+        }
+        Ok(())
+    }
+
+    fn count(&self, outcome: DeliveryOutcome) {
+        self.deliveries[outcome as usize].increment(1);
+        self.tallies.add(&self.connector, outcome as usize);
     }
 
     fn settlement(&self, message: ClaimedMessage, delivery: Delivery, now: i64, rng: &mut fastrand::Rng) -> Settlement {
@@ -232,8 +286,7 @@ impl Worker {
             }
             Delivery::Rejected { .. } => (Settlement::Release { id }, DeliveryOutcome::SkippedOpenBreaker),
         };
-        self.deliveries[outcome as usize].increment(1);
-        self.tallies.add(&self.connector, outcome as usize);
+        self.count(outcome);
         tracing::info!(
             request_id = message.request_id,
             message_id = settlement_id(&settlement),
@@ -243,6 +296,24 @@ impl Worker {
             "outbox delivery"
         );
         settlement
+    }
+}
+
+/// One attempt at delivering `message` through the connector `component`.
+async fn deliver(runtime: &Runtime, component: &str, message: &ClaimedMessage) -> Delivery {
+    let attempt = u32::try_from(message.attempts + 1).unwrap_or(u32::MAX);
+    let envelope = Envelope {
+        id: message.id.clone(),
+        attempt,
+        recipient: message.recipient.clone(),
+        subject: message.subject.clone(),
+        body: message.body.clone(),
+        metadata: message.metadata.clone(),
+    };
+    let request_id: Arc<str> = Arc::from(message.request_id.as_str());
+    match runtime.invoke_connector(component, request_id, envelope).await {
+        Ok(attempted) => attempted.delivery,
+        Err(err) => Delivery::Retryable(err.to_string()),
     }
 }
 
@@ -256,8 +327,6 @@ fn settlement_id(settlement: &Settlement) -> &str {
 }
 
 enum Round {
-    /// The batch was full; claim again at once.
-    Full,
     /// Nothing (more) is due.
     Drained,
     /// The breaker refused; wait before claiming again.

@@ -90,7 +90,7 @@ async fn deliver(
 ) -> Response {
     // Slow providers are slow whatever they answer, so the delay comes first
     // and applies to errors too.
-    let latency = simulator.arrive();
+    let latency = simulator.arrive(recipient.as_deref().ok());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
