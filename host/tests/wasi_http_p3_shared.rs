@@ -7,7 +7,8 @@
 //!
 //! The fixture's `count` answers with how many requests its instance has
 //! taken, so a body tells which instance served it. Requests meant for one
-//! instance are sent while the earlier ones on it wait in `sleep_ms`.
+//! instance are sent while the earlier ones on it wait in `sleep_ms`, each
+//! once the one before is admitted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -66,9 +67,13 @@ fn send_naming_version(host: &TestHost, query: &str) -> tokio::task::JoinHandle<
     })
 }
 
-/// Lets a request sent just before reach its instance.
-async fn pause() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
+/// Waits until `n` requests are admitted and in flight: a request is
+/// handed to its instance as it is admitted, so the next one sent after
+/// this finds it there.
+async fn taken(host: &TestHost, n: usize) {
+    let gate = host.runtime.admissions().find(|(name, _)| *name == "p3").map(|(_, gate)| gate.clone());
+    let gate = gate.expect("admission gate");
+    eventually(&format!("{n} requests in flight"), Duration::from_secs(10), || async { gate.running() == n }).await;
 }
 
 async fn instances(host: &TestHost, metric: &str, reason: Option<&str>) -> f64 {
@@ -111,11 +116,11 @@ async fn a_trap_fails_the_requests_on_its_instance_and_no_others() {
     let host = start(&app(2, 10_000)).await;
     // Two on the first instance, which is then full; two on a second.
     let first = send(&host, "count&sleep_ms=3000");
-    pause().await;
+    taken(&host, 1).await;
     let second = send(&host, "count&sleep_ms=3000");
-    pause().await;
+    taken(&host, 2).await;
     let third = send(&host, "count&sleep_ms=3000");
-    pause().await;
+    taken(&host, 3).await;
     let trap = send(&host, "trap");
 
     let (status, _) = trap.await.unwrap();
@@ -139,7 +144,7 @@ async fn each_request_keeps_its_own_deadline_and_fuel() {
     let host = start(&app(4, 1_500)).await;
     // Past its deadline while a later request on its instance is served.
     let late = send(&host, "count&sleep_ms=30000");
-    pause().await;
+    taken(&host, 1).await;
     let (status, body) = send(&host, "count&sleep_ms=100").await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "2"), "served beside the late one");
     let (status, _) = late.await.unwrap();
@@ -181,7 +186,7 @@ async fn a_swap_lets_the_requests_in_flight_finish_on_the_old_version() {
     let host = start(&app(4, 10_000)).await;
     let p3 = version_of(&host, "p3");
     let in_flight: Vec<_> = (0..2).map(|_| send_naming_version(&host, "count&sleep_ms=2000")).collect();
-    pause().await;
+    taken(&host, 2).await;
     let (status, report) = deploy(&host, "p3", component_bytes("hello-http")).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     let p2 = version_of(&host, "p3");
