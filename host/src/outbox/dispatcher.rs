@@ -45,7 +45,7 @@ pub struct DispatcherHandle {
 }
 
 impl DispatcherHandle {
-    /// Lets each worker finish its current batch, then waits for all.
+    /// Lets each worker finish the deliveries it has claimed, then waits for all.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for worker in self.workers {
