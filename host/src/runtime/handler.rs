@@ -46,14 +46,15 @@ pub struct Invocation {
     pub rejection: Option<Rejection>,
 }
 
+/// Called with the request shared, so a run again needs no copy of it.
 impl Call for HandlerPre<InvocationState> {
-    type Input = types::Request;
+    type Input = Arc<types::Request>;
     type Output = types::Response;
 
     async fn call(
         &self,
         store: &mut Store<InvocationState>,
-        request: types::Request,
+        request: Arc<types::Request>,
     ) -> wasmtime::Result<types::Response> {
         let handler = self.instantiate_async(&mut *store).await?;
         handler.switchyard_platform_incoming_handler().call_handle(&mut *store, &request).await
@@ -76,18 +77,18 @@ impl Runtime {
             Ok(admitted) => admitted,
             Err((record, rejection)) => return Ok(Invocation { response: None, record, rejection: Some(rejection) }),
         };
-        let request = types::Request {
+        let request = Arc::new(types::Request {
             method: request.method,
             path: request.path,
             query: request.query,
             headers: request.headers,
             params: request.params,
             body: request.body,
-        };
+        });
         // A safe method reads first: no write permit or row locks unless it
         // writes (`db/unit_of_work.rs`).
         let read_first = self.read_first && matches!(request.method.as_str(), "GET" | "HEAD");
-        let again = read_first.then(|| request.clone());
+        let again = read_first.then(|| Arc::clone(&request));
         let mut sandbox = self.sandbox(&deployed, &request_id);
         if read_first && let Ok(store) = sandbox.store() {
             let state = store.data_mut();

@@ -120,8 +120,17 @@ struct Load {
 }
 
 impl Load {
+    fn unlisted(&self) -> MutexGuard<'_, Option<Retired>> {
+        self.unlisted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn reason(&self) -> Option<Retired> {
-        *self.unlisted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.unlisted()
+    }
+
+    /// Marks it unlisted for `reason`, unless it already was.
+    fn mark(&self, reason: Retired) {
+        self.unlisted().get_or_insert(reason);
     }
 }
 
@@ -174,8 +183,7 @@ impl SharedPool {
             }
             worker.taken += 1;
             if worker.taken >= self.max_requests {
-                let worker = listed.remove(at);
-                unlist(worker, Retired::MaxRequests);
+                listed.remove(at).load.mark(Retired::MaxRequests);
             }
             self.publish_idle(&listed);
             return Ok(());
@@ -190,7 +198,7 @@ impl SharedPool {
         if self.max_requests > 1 {
             listed.push(Listed { version, jobs: sender, load: load.clone(), taken: 1 });
         } else {
-            *load.unlisted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Retired::MaxRequests);
+            load.mark(Retired::MaxRequests);
         }
         drop(listed);
         let NewInstance { store, pre } = instance();
@@ -204,9 +212,7 @@ impl SharedPool {
     /// has are done.
     fn unlist(&self, load: &Arc<Load>, reason: Retired) {
         let mut listed = self.lock();
-        if let Some(at) = listed.iter().position(|worker| Arc::ptr_eq(&worker.load, load)) {
-            unlist(listed.remove(at), reason);
-        }
+        unlist_where(&mut listed, reason, |worker| Arc::ptr_eq(&worker.load, load));
         self.publish_idle(&listed);
     }
 
@@ -214,24 +220,16 @@ impl SharedPool {
     /// requests they have are done.
     pub(crate) fn retire_version(&self, serial: u64) {
         let mut listed = self.lock();
-        let (swapped, kept) = std::mem::take(&mut *listed).into_iter().partition(|worker| worker.version == serial);
-        *listed = kept;
-        for worker in swapped {
-            unlist(worker, Retired::Swapped);
-        }
+        unlist_where(&mut listed, Retired::Swapped, |worker| worker.version == serial);
         self.publish_idle(&listed);
     }
 
     /// Unlists workers idle past their time.
     fn expire(&self, listed: &mut Vec<Listed>, now: i64) {
-        let (expired, kept) = std::mem::take(listed).into_iter().partition(|worker| {
+        unlist_where(listed, Retired::Idle, |worker| {
             worker.load.in_flight.load(Ordering::Relaxed) == 0
                 && now - worker.load.idle_since_ms.load(Ordering::Relaxed) >= self.idle_timeout_ms
         });
-        *listed = kept;
-        for worker in expired {
-            unlist(worker, Retired::Idle);
-        }
     }
 
     fn sweep(&self) {
@@ -247,10 +245,10 @@ impl SharedPool {
     }
 }
 
-/// Marks an unlisted worker with why; dropping its sender closes its queue.
-fn unlist(worker: Listed, reason: Retired) {
-    let mut unlisted = worker.load.unlisted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    unlisted.get_or_insert(reason);
+/// Takes the workers `which` picks off `listed`, marked with `reason`;
+/// dropping a worker's sender closes its queue.
+fn unlist_where(listed: &mut Vec<Listed>, reason: Retired, which: impl FnMut(&mut Listed) -> bool) {
+    listed.extract_if(.., which).for_each(|worker| worker.load.mark(reason));
 }
 
 /// The task that owns one shared instance.
