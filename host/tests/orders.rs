@@ -196,6 +196,22 @@ async fn enqueue_batches(host: &TestHost) {
 }
 on_both_backends!(enqueued_messages_commit_in_batches_or_not_at_all, enqueue_batches);
 
+/// A unit of work dropped mid-transaction, as when a request's client
+/// leaves, keeps none of its writes and holds nothing the next one needs.
+async fn dropped_unit(host: &TestHost) {
+    let mut unit = host.db.unit_of_work(Arc::from("dropped"), Arc::from("r1"));
+    unit.kv_set("b", "lost", b"1").await.unwrap();
+    assert_eq!(unit.kv_increment("b", "n", 1).await.unwrap(), 1);
+    drop(unit);
+    let mut next = host.db.unit_of_work(Arc::from("dropped"), Arc::from("r2"));
+    let write = tokio::time::timeout(std::time::Duration::from_secs(10), next.kv_increment("b", "n", 1));
+    assert_eq!(write.await.expect("the dropped unit's write lock was released").unwrap(), 1);
+    next.commit().await.unwrap();
+    assert_eq!(host.db.kv_get("dropped", "b", "lost").await.unwrap(), None);
+    assert_eq!(host.db.kv_get("dropped", "b", "n").await.unwrap(), Some(b"1".to_vec()));
+}
+on_both_backends!(a_dropped_unit_of_work_keeps_nothing_and_holds_nothing, dropped_unit);
+
 async fn unit_of_work(host: &TestHost) {
     let client = TestHost::client();
     // The trap fixture writes a key and enqueues a message, then fails.

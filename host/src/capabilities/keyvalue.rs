@@ -52,7 +52,9 @@ impl From<DbError> for KvError {
             DbError::Conflict => KvError::Trap(wasmtime::Error::new(err)),
             // A failing database fails the invocation: its transaction is
             // unusable, so the guest must not carry on as if it were.
-            DbError::Sqlx(e) => KvError::Trap(wasmtime::Error::msg(format!("key-value store failed: {e}"))),
+            DbError::Sqlx(_) | DbError::Sqlite(_) => {
+                KvError::Trap(wasmtime::Error::msg(format!("key-value store failed: {err}")))
+            }
         }
     }
 }

@@ -2,10 +2,14 @@
 //! PostgreSQL (for several replicas), its embedded migrations, and the
 //! queries the rest of the host runs.
 //!
+//! On SQLite, units of work run their statements on the calling thread
+//! instead, on connections of their own (`local`).
+//!
 //! Nothing here knows about wasmtime or axum. Callers get plain Rust values
 //! and [`DbError`]s; the SQL differences between the two back ends stay in
 //! this module.
 
+mod local;
 mod unit_of_work;
 
 pub mod audit;
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -40,6 +45,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum DbError {
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("stored value under {key:?} is not a counter")]
     NotACounter { key: String },
     #[error("counter under {key:?} would overflow")]
@@ -60,6 +67,13 @@ pub enum Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// On SQLite, the connections units of work drive themselves
+    /// (`local`); `None` on PostgreSQL.
+    local: Option<Arc<local::Connections>>,
+    /// A private file standing in for an in-memory SQLite database, which
+    /// the pool's connections and `local`'s could not share; removed with
+    /// the last handle.
+    _scratch: Option<Arc<tempfile::TempDir>>,
     /// SQLite allows one writer at a time. Invocations take this permit
     /// before `BEGIN IMMEDIATE`, so they queue in the host (fair, no busy
     /// polling) instead of racing for the file lock. `None` on PostgreSQL,
@@ -85,6 +99,16 @@ impl Database {
     pub async fn connect(url: &str, max_connections: u32, clock: SharedClock) -> anyhow::Result<Database> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let scratch = match backend {
+            Backend::Sqlite if url.contains(":memory:") || url.contains("mode=memory") => {
+                Some(Arc::new(tempfile::tempdir().context("cannot create a file for an in-memory database")?))
+            }
+            _ => None,
+        };
+        let url = match &scratch {
+            Some(dir) => format!("sqlite://{}", dir.path().join("memory.db").display()),
+            None => url.to_owned(),
+        };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
@@ -118,11 +142,21 @@ impl Database {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
         migrator.run(&pool).await.context("database migration failed")?;
+        let local = match backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(&url).context("invalid database url")?;
+                let path = options.get_filename().to_owned();
+                Some(local::Connections::open(path).with_context(|| format!("cannot open {}", redact(&url)))?)
+            }
+            Backend::Postgres => None,
+        };
         let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
         let (outbox_signal, _) = watch::channel(0);
         Ok(Database {
             pool,
             backend,
+            local,
+            _scratch: scratch,
             write_gate,
             clock,
             outbox_signal: Arc::new(outbox_signal),
@@ -249,7 +283,31 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::{Database, redact};
+    use crate::clock::SystemClock;
+
+    /// An in-memory database is a private file that the pool and the units
+    /// of work share, and it is gone with the last handle.
+    #[tokio::test]
+    async fn an_in_memory_database_is_one_database_for_pool_and_units_of_work() {
+        let db = Database::connect("sqlite::memory:", 2, Arc::new(SystemClock)).await.unwrap();
+        let file = db._scratch.as_ref().unwrap().path().join("memory.db");
+        assert!(file.exists());
+        let mut unit = db.unit_of_work(Arc::from("c"), Arc::from("r"));
+        unit.kv_set("b", "k", b"v").await.unwrap();
+        unit.commit().await.unwrap();
+        assert_eq!(db.kv_get("c", "b", "k").await.unwrap(), Some(b"v".to_vec()));
+        let mut reader = db.unit_of_work(Arc::from("c"), Arc::from("r2")).reading_first();
+        assert_eq!(reader.kv_get("b", "k").await.unwrap(), Some(b"v".to_vec()));
+        reader.commit().await.unwrap();
+        db.close().await;
+        drop(db);
+        assert!(!file.exists());
+    }
 
     #[test]
     fn redact_hides_passwords_only() {

@@ -21,13 +21,18 @@
 //! commit, or sooner when enough are waiting. The guest cannot read them
 //! back, so holding them costs nothing but the memory, which is bounded;
 //! writing them one statement each cost a round trip to the database
-//! (for SQLite, to its connection's thread) per message.
+//! per message.
+//!
+//! On SQLite a unit of work runs its statements on the calling thread, on
+//! a connection of its own (`local`); on PostgreSQL, in a sqlx transaction.
 
 use std::sync::Arc;
 
+use rusqlite::ToSql;
 use sqlx::{Any, Transaction};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::local::Session;
 use super::outbox::NewMessage;
 use super::{Backend, Database, DbError};
 
@@ -40,6 +45,54 @@ const BATCH_BYTES: usize = 64 * 1024;
 const BATCH_MESSAGES: usize = 32;
 /// Values bound per outbox row.
 const OUTBOX_COLUMNS: usize = 9;
+
+const GET: &str = "SELECT value FROM kv WHERE component = $1 AND bucket = $2 AND key = $3";
+const SET: &str = "INSERT INTO kv (component, bucket, key, value) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value";
+const DELETE: &str = "DELETE FROM kv WHERE component = $1 AND bucket = $2 AND key = $3";
+const EXISTS: &str = "SELECT COUNT(*) FROM kv WHERE component = $1 AND bucket = $2 AND key = $3";
+const KEYS: &str = "SELECT key FROM kv WHERE component = $1 AND bucket = $2 ORDER BY key LIMIT $3 OFFSET $4";
+/// A counter is 1–20 ASCII digits whose value, as NUMERIC (exact at that
+/// length), stays at most u64::MAX after the addition. `encode(…,
+/// 'escape')` reads any bytes as text without failing, and CASE keeps the
+/// cast from running on anything else: a failed statement would abort the
+/// whole transaction.
+const INCREMENT_POSTGRES: &str = "INSERT INTO kv (component, bucket, key, value) \
+     VALUES ($1, $2, $3, convert_to($4, 'UTF8')) \
+     ON CONFLICT (component, bucket, key) DO UPDATE \
+     SET value = convert_to((encode(kv.value, 'escape')::numeric + $4::numeric)::text, 'UTF8') \
+     WHERE CASE WHEN encode(kv.value, 'escape') ~ '^[0-9]{1,20}$' \
+     THEN encode(kv.value, 'escape')::numeric + $4::numeric <= 18446744073709551615 ELSE false END \
+     RETURNING convert_from(value, 'UTF8')";
+/// SQLite's integers are signed 64-bit, so a counter there stops at
+/// i64::MAX: 1–19 digits, compared as text at 19 (equal lengths of digits
+/// order as numbers), with room for `delta`.
+const INCREMENT_SQLITE: &str = "INSERT INTO kv (component, bucket, key, value) \
+     VALUES ($1, $2, $3, CAST(CAST($4 AS TEXT) AS BLOB)) \
+     ON CONFLICT (component, bucket, key) DO UPDATE \
+     SET value = CAST(CAST(CAST(CAST(kv.value AS TEXT) AS INTEGER) + $4 AS TEXT) AS BLOB) \
+     WHERE length(kv.value) BETWEEN 1 AND 19 AND CAST(kv.value AS TEXT) NOT GLOB '*[^0-9]*' \
+     AND (length(kv.value) < 19 OR CAST(kv.value AS TEXT) <= '9223372036854775807') \
+     AND CAST(CAST(kv.value AS TEXT) AS INTEGER) <= 9223372036854775807 - $4 \
+     RETURNING CAST(value AS TEXT)";
+
+/// A unit of work's transaction: on SQLite a connection driven on the
+/// calling thread, on PostgreSQL a pooled sqlx one.
+enum Tx {
+    Local(Session),
+    Pooled(Transaction<'static, Any>),
+}
+
+impl Tx {
+    async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            // Dropping the session rolls it back.
+            Tx::Local(session) => drop(session),
+            Tx::Pooled(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
 
 /// An enqueued message not yet written.
 struct Waiting {
@@ -64,7 +117,8 @@ pub struct UnitOfWork {
     component: Arc<str>,
     /// Kept on outbox rows so delivery logs can be tied to the request.
     request_id: Arc<str>,
-    tx: Option<Transaction<'static, Any>>,
+    /// Dropped before the permit below: fields drop in order.
+    tx: Option<Tx>,
     /// Whether `tx` may write (else it is a read transaction).
     writing: bool,
     /// Whether it begins as a read transaction.
@@ -119,12 +173,15 @@ impl UnitOfWork {
 
     /// The transaction, for a read: begun as a read transaction when the
     /// unit of work reads first, else as a write transaction.
-    async fn read_tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
+    async fn read_tx(&mut self) -> Result<&mut Tx, DbError> {
         if self.tx.is_none() {
             if self.read_first {
                 // Deferred on SQLite: no lock until something is read, and
                 // then a snapshot that writers do not wait for.
-                self.tx = Some(self.db.begin(None).await?);
+                self.tx = Some(match &self.db.local {
+                    Some(local) => Tx::Local(local.begin(false)?),
+                    None => Tx::Pooled(self.db.begin(None).await?),
+                });
             } else {
                 self.begin_writing().await?;
             }
@@ -134,7 +191,7 @@ impl UnitOfWork {
 
     /// The transaction, for a write: a read transaction becomes a write
     /// transaction first, as long as what it read is unchanged.
-    async fn write_tx(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
+    async fn write_tx(&mut self) -> Result<&mut Tx, DbError> {
         if self.conflicted {
             return Err(DbError::Conflict);
         }
@@ -155,19 +212,19 @@ impl UnitOfWork {
 
     async fn begin_writing(&mut self) -> Result<(), DbError> {
         self._write_permit = self.db.write_permit().await?;
-        let tx = match self.db.backend {
+        let tx = match &self.db.local {
             // IMMEDIATE takes the write lock up front: a deferred
             // transaction that reads and then writes can fail with
             // SQLITE_BUSY instead of waiting.
-            Backend::Sqlite => self.db.begin(Some("BEGIN IMMEDIATE")).await?,
-            Backend::Postgres => self.db.begin(None).await?,
+            Some(local) => Tx::Local(local.begin(true)?),
+            None => Tx::Pooled(self.db.begin(None).await?),
         };
         self.tx = Some(tx);
         self.writing = true;
         Ok(())
     }
 
-    fn current(&mut self) -> Result<&mut Transaction<'static, Any>, DbError> {
+    fn current(&mut self) -> Result<&mut Tx, DbError> {
         match self.tx.as_mut() {
             Some(tx) => Ok(tx),
             None => Err(DbError::Sqlx(sqlx::Error::PoolClosed)),
@@ -217,44 +274,39 @@ impl UnitOfWork {
     }
 
     async fn get(&mut self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let sql =
-            format!("SELECT value FROM kv WHERE component = $1 AND bucket = $2 AND key = $3{}", self.lock_clause());
+        let sql = format!("{GET}{}", self.lock_clause());
         let component = self.component.clone();
-        let tx = self.read_tx().await?;
-        let value = sqlx::query_scalar::<_, Vec<u8>>(&sql)
-            .bind(&*component)
-            .bind(bucket)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(value)
+        Ok(match self.read_tx().await? {
+            Tx::Local(session) => session.optional(&sql, &[&&*component, &bucket, &key])?,
+            Tx::Pooled(tx) => {
+                sqlx::query_scalar(&sql).bind(&*component).bind(bucket).bind(key).fetch_optional(&mut **tx).await?
+            }
+        })
     }
 
     pub async fn kv_set(&mut self, bucket: &str, key: &str, value: &[u8]) -> Result<(), DbError> {
         let component = self.component.clone();
-        let tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO kv (component, bucket, key, value) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (component, bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(&*component)
-        .bind(bucket)
-        .bind(key)
-        .bind(value.to_vec())
-        .execute(&mut **tx)
-        .await?;
+        match self.write_tx().await? {
+            Tx::Local(session) => {
+                session.execute(SET, &[&&*component, &bucket, &key, &value])?;
+            }
+            Tx::Pooled(tx) => {
+                sqlx::query(SET).bind(&*component).bind(bucket).bind(key).bind(value).execute(&mut **tx).await?;
+            }
+        }
         Ok(())
     }
 
     pub async fn kv_delete(&mut self, bucket: &str, key: &str) -> Result<(), DbError> {
         let component = self.component.clone();
-        let tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
-            .bind(&*component)
-            .bind(bucket)
-            .bind(key)
-            .execute(&mut **tx)
-            .await?;
+        match self.write_tx().await? {
+            Tx::Local(session) => {
+                session.execute(DELETE, &[&&*component, &bucket, &key])?;
+            }
+            Tx::Pooled(tx) => {
+                sqlx::query(DELETE).bind(&*component).bind(bucket).bind(key).execute(&mut **tx).await?;
+            }
+        }
         Ok(())
     }
 
@@ -266,15 +318,13 @@ impl UnitOfWork {
 
     async fn exists(&mut self, bucket: &str, key: &str) -> Result<bool, DbError> {
         let component = self.component.clone();
-        let tx = self.read_tx().await?;
-        let found =
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
-                .bind(&*component)
-                .bind(bucket)
-                .bind(key)
-                .fetch_one(&mut **tx)
-                .await?;
-        Ok(found > 0)
+        let found: Option<i64> = match self.read_tx().await? {
+            Tx::Local(session) => session.optional(EXISTS, &[&&*component, &bucket, &key])?,
+            Tx::Pooled(tx) => {
+                sqlx::query_scalar(EXISTS).bind(&*component).bind(bucket).bind(key).fetch_optional(&mut **tx).await?
+            }
+        };
+        Ok(found.unwrap_or(0) > 0)
     }
 
     /// One page of keys in key order, and the cursor of the next page.
@@ -294,17 +344,18 @@ impl UnitOfWork {
     async fn keys(&mut self, bucket: &str, cursor: u64) -> Result<Vec<String>, DbError> {
         let component = self.component.clone();
         let offset = i64::try_from(cursor).unwrap_or(i64::MAX);
-        let tx = self.read_tx().await?;
-        let keys = sqlx::query_scalar::<_, String>(
-            "SELECT key FROM kv WHERE component = $1 AND bucket = $2 ORDER BY key LIMIT $3 OFFSET $4",
-        )
-        .bind(&*component)
-        .bind(bucket)
-        .bind(LIST_PAGE + 1)
-        .bind(offset)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(keys)
+        Ok(match self.read_tx().await? {
+            Tx::Local(session) => session.column(KEYS, &[&&*component, &bucket, &(LIST_PAGE + 1), &offset])?,
+            Tx::Pooled(tx) => {
+                sqlx::query_scalar(KEYS)
+                    .bind(&*component)
+                    .bind(bucket)
+                    .bind(LIST_PAGE + 1)
+                    .bind(offset)
+                    .fetch_all(&mut **tx)
+                    .await?
+            }
+        })
     }
 
     /// Adds `delta` to the decimal counter under `key` (missing = 0) and
@@ -318,56 +369,44 @@ impl UnitOfWork {
     /// returned, and a read says which.
     pub async fn kv_increment(&mut self, bucket: &str, key: &str, delta: u64) -> Result<u64, DbError> {
         let component = self.component.clone();
-        let sql = match self.db.backend {
-            // A counter is 1–20 ASCII digits whose value, as NUMERIC (exact
-            // at that length), stays at most u64::MAX after the addition.
-            // `encode(…, 'escape')` reads any bytes as text without failing,
-            // and CASE keeps the cast from running on anything else: a
-            // failed statement would abort the whole transaction.
-            Backend::Postgres => {
-                "INSERT INTO kv (component, bucket, key, value) VALUES ($1, $2, $3, convert_to($4, 'UTF8')) \
-                 ON CONFLICT (component, bucket, key) DO UPDATE \
-                 SET value = convert_to((encode(kv.value, 'escape')::numeric + $4::numeric)::text, 'UTF8') \
-                 WHERE CASE WHEN encode(kv.value, 'escape') ~ '^[0-9]{1,20}$' \
-                 THEN encode(kv.value, 'escape')::numeric + $4::numeric <= 18446744073709551615 ELSE false END \
-                 RETURNING convert_from(value, 'UTF8')"
-            }
-            // SQLite's integers are signed 64-bit, so a counter there stops
-            // at i64::MAX: 1–19 digits, compared as text at 19 (equal
-            // lengths of digits order as numbers), with room for `delta`.
-            Backend::Sqlite => {
-                "INSERT INTO kv (component, bucket, key, value) VALUES ($1, $2, $3, CAST(CAST($4 AS TEXT) AS BLOB)) \
-                 ON CONFLICT (component, bucket, key) DO UPDATE \
-                 SET value = CAST(CAST(CAST(CAST(kv.value AS TEXT) AS INTEGER) + $4 AS TEXT) AS BLOB) \
-                 WHERE length(kv.value) BETWEEN 1 AND 19 AND CAST(kv.value AS TEXT) NOT GLOB '*[^0-9]*' \
-                 AND (length(kv.value) < 19 OR CAST(kv.value AS TEXT) <= '9223372036854775807') \
-                 AND CAST(CAST(kv.value AS TEXT) AS INTEGER) <= 9223372036854775807 - $4 \
-                 RETURNING CAST(value AS TEXT)"
-            }
-        };
-        let delta_value = delta.to_string();
-        let backend = self.db.backend;
         let tx = self.write_tx().await?;
-        let query = sqlx::query_scalar::<_, String>(sql).bind(&*component).bind(bucket).bind(key);
-        let query = match backend {
-            Backend::Postgres => query.bind(delta_value),
-            Backend::Sqlite => match i64::try_from(delta) {
-                Ok(delta) => query.bind(delta),
-                Err(_) => return Err(DbError::Overflow { key: key.to_owned() }),
-            },
+        let (next, current): (Option<String>, Option<Vec<u8>>) = match tx {
+            Tx::Local(session) => {
+                let Ok(delta) = i64::try_from(delta) else {
+                    return Err(DbError::Overflow { key: key.to_owned() });
+                };
+                match session.optional(INCREMENT_SQLITE, &[&&*component, &bucket, &key, &delta])? {
+                    Some(next) => (Some(next), None),
+                    None => (None, session.optional(GET, &[&&*component, &bucket, &key])?),
+                }
+            }
+            Tx::Pooled(tx) => {
+                let next = sqlx::query_scalar(INCREMENT_POSTGRES)
+                    .bind(&*component)
+                    .bind(bucket)
+                    .bind(key)
+                    .bind(delta.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match next {
+                    Some(next) => (Some(next), None),
+                    None => {
+                        let current = sqlx::query_scalar(GET)
+                            .bind(&*component)
+                            .bind(bucket)
+                            .bind(key)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        (None, current)
+                    }
+                }
+            }
         };
-        if let Some(next) = query.fetch_optional(&mut **tx).await? {
+        if let Some(next) = next {
             return next.parse().map_err(|_| DbError::NotACounter { key: key.to_owned() });
         }
         // Not updated: the stored value is no counter, or the sum would not fit.
-        let current =
-            sqlx::query_scalar::<_, Vec<u8>>("SELECT value FROM kv WHERE component = $1 AND bucket = $2 AND key = $3")
-                .bind(&*component)
-                .bind(bucket)
-                .bind(key)
-                .fetch_one(&mut **tx)
-                .await?;
-        match std::str::from_utf8(&current).ok().and_then(|s| s.parse::<u64>().ok()) {
+        match current.as_deref().and_then(|value| std::str::from_utf8(value).ok()).and_then(|s| s.parse::<u64>().ok()) {
             Some(_) => Err(DbError::Overflow { key: key.to_owned() }),
             None => Err(DbError::NotACounter { key: key.to_owned() }),
         }
@@ -424,21 +463,42 @@ impl UnitOfWork {
             }
             sql.push_str(&format!("({}, 'PENDING', 0, {at}, {at}, {at})", values.join(", ")));
         }
-        let mut query = sqlx::query(&sql);
-        for row in &rows {
-            query = query
-                .bind(&row.id)
-                .bind(&row.connector)
-                .bind(&*component)
-                .bind(&*request_id)
-                .bind(&row.message.recipient)
-                .bind(row.message.subject.as_deref())
-                .bind(&row.message.body)
-                .bind(&row.metadata)
-                .bind(row.at);
+        match self.write_tx().await? {
+            Tx::Local(session) => {
+                let (component, request_id): (&str, &str) = (&component, &request_id);
+                let mut params: Vec<&dyn ToSql> = Vec::with_capacity(rows.len() * OUTBOX_COLUMNS);
+                for row in &rows {
+                    params.extend_from_slice(&[
+                        &row.id,
+                        &row.connector,
+                        &component,
+                        &request_id,
+                        &row.message.recipient,
+                        &row.message.subject,
+                        &row.message.body,
+                        &row.metadata,
+                        &row.at,
+                    ]);
+                }
+                session.execute(&sql, &params)?;
+            }
+            Tx::Pooled(tx) => {
+                let mut query = sqlx::query(&sql);
+                for row in &rows {
+                    query = query
+                        .bind(&row.id)
+                        .bind(&row.connector)
+                        .bind(&*component)
+                        .bind(&*request_id)
+                        .bind(&row.message.recipient)
+                        .bind(row.message.subject.as_deref())
+                        .bind(&row.message.body)
+                        .bind(&row.metadata)
+                        .bind(row.at);
+                }
+                query.execute(&mut **tx).await?;
+            }
         }
-        let tx = self.write_tx().await?;
-        query.execute(&mut **tx).await?;
         Ok(())
     }
 
@@ -451,10 +511,12 @@ impl UnitOfWork {
         if let Some(tx) = self.tx.take() {
             // A read transaction has nothing to make durable.
             if !self.writing {
-                tx.rollback().await?;
-                return Ok(());
+                return tx.rollback().await;
             }
-            tx.commit().await?;
+            match tx {
+                Tx::Local(session) => session.commit()?,
+                Tx::Pooled(tx) => tx.commit().await?,
+            }
             if self.enqueued > 0 {
                 self.db.signal_outbox();
             }
@@ -464,9 +526,9 @@ impl UnitOfWork {
 
     /// Discards every write of the invocation.
     pub async fn rollback(mut self) -> Result<(), DbError> {
-        if let Some(tx) = self.tx.take() {
-            tx.rollback().await?;
+        match self.tx.take() {
+            Some(tx) => tx.rollback().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 }
