@@ -70,7 +70,7 @@ impl Database {
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), DbError> {
         let at = self.now_millis();
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         self.append_audit(&mut tx, at, entry).await?;
         tx.commit().await?;
         Ok(())

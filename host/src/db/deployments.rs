@@ -42,7 +42,7 @@ impl Database {
         let NewDeployment { component, digest, bytes, action, actor } = *deployment;
         let now = self.now_millis();
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         if let Some(entry) = audit {
             self.append_audit(&mut tx, now, entry).await?;
         }

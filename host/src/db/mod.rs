@@ -110,7 +110,7 @@ impl Database {
             None => url.to_owned(),
         };
         let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+            Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}mode=rwc")
             }
@@ -188,7 +188,7 @@ impl Database {
         }
     }
 
-    /// Begins a transaction (`BEGIN`, or `statement` on SQLite) that a
+    /// Begins a pooled transaction that a
     /// cancelled caller cannot leave open.
     ///
     /// sqlx 0.8's `begin` is not cancel-safe: dropped after the database ran
@@ -203,14 +203,9 @@ impl Database {
     /// dropped whenever its client disconnects, so the `BEGIN` runs in a
     /// task of its own: it always finishes, and a `Transaction` nobody waits
     /// for any more is dropped there, which rolls it back.
-    pub(crate) async fn begin(&self, statement: Option<&'static str>) -> Result<Transaction<'static, Any>, DbError> {
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
         let pool = self.pool.clone();
-        let begun = tokio::spawn(async move {
-            match statement {
-                Some(statement) => pool.begin_with(statement).await,
-                None => pool.begin().await,
-            }
-        });
+        let begun = tokio::spawn(async move { pool.begin().await });
         // A panic inside sqlx is reported as the worker's crash.
         Ok(begun.await.map_err(|_| sqlx::Error::WorkerCrashed)??)
     }

@@ -223,7 +223,7 @@ impl Database {
             return Ok(());
         }
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         // Deliveries, nearly every settlement, in one statement per chunk.
         let delivered: Vec<(&str, &str)> = settlements
             .iter()

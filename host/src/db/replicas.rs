@@ -113,7 +113,7 @@ impl Database {
     /// canary on every replica, with `weight` %.
     pub async fn put_canary(&self, row: &CanaryRow, bytes: &[u8]) -> Result<(), DbError> {
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO component_versions (component, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (component, digest) DO NOTHING",
@@ -146,7 +146,7 @@ impl Database {
     /// Changes the canary's share on every replica; false without a canary.
     pub async fn set_canary_weight(&self, component: &str, weight: u8) -> Result<bool, DbError> {
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE canaries SET weight = $1, updated_at = $2 WHERE component = $3")
             .bind(i64::from(weight))
             .bind(self.now_millis())
@@ -161,7 +161,7 @@ impl Database {
     /// Ends `component`'s canary on every replica.
     pub async fn clear_canary(&self, component: &str) -> Result<(), DbError> {
         let _gate = self.write_permit().await?;
-        let mut tx = self.begin(None).await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM canaries WHERE component = $1").bind(component).execute(&mut *tx).await?;
         self.notify_deployments(&mut tx, component).await?;
         tx.commit().await?;

@@ -180,7 +180,7 @@ impl UnitOfWork {
                 // then a snapshot that writers do not wait for.
                 self.tx = Some(match &self.db.local {
                     Some(local) => Tx::Local(local.begin(false)?),
-                    None => Tx::Pooled(self.db.begin(None).await?),
+                    None => Tx::Pooled(self.db.begin().await?),
                 });
             } else {
                 self.begin_writing().await?;
@@ -217,7 +217,7 @@ impl UnitOfWork {
             // transaction that reads and then writes can fail with
             // SQLITE_BUSY instead of waiting.
             Some(local) => Tx::Local(local.begin(true)?),
-            None => Tx::Pooled(self.db.begin(None).await?),
+            None => Tx::Pooled(self.db.begin().await?),
         };
         self.tx = Some(tx);
         self.writing = true;
